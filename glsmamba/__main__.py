@@ -1,0 +1,5 @@
+import sys
+
+from glsmamba.cli import main
+
+sys.exit(main())
