@@ -1,0 +1,71 @@
+"""``glsmamba eval-predictions``: poseval's PoseTrack mAP table for any prediction folder."""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from glsmamba.errors import ConfigError, DataError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "eval-predictions",
+        help="score PoseTrack-format predictions with poseval's mAP rules",
+        description="Score one PoseTrack18-format prediction JSON per GT video (any method's "
+                    "output) with poseval's exact AP rules and print its table.",
+    )
+    parser.add_argument("--gt", required=True,
+                        help="folder of per-video GT JSON files, or one merged annotation file")
+    parser.add_argument("--pred", required=True,
+                        help="folder of per-video prediction JSON files (or one merged file)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--json", metavar="OUT", help="also write the full result as JSON")
+    parser.add_argument("--frames-with", metavar="KEY[=VALUE]",
+                        help="only GT frames whose image record has a truthy KEY (or KEY "
+                             "equal to / listing VALUE), e.g. degradations=blur")
+    parser.add_argument("--title", default=None, help="title line above the table")
+    parser.add_argument("--lenient", action="store_true",
+                        help="accept files poseval rejects (missing frames, missing or "
+                             "repeated track ids)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _frame_filter(spec: str | None):
+    if spec is None:
+        return None, None
+    key, sep, value = spec.partition("=")
+    if not key:
+        raise ConfigError(f"--frames-with needs KEY or KEY=VALUE, got {spec!r}")
+    return key, (value if sep else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from glsmamba.evaluation.posetrack_map import (evaluate_posetrack, format_table,
+                                                   image_ids_with, load_json_dir)
+    from glsmamba.evaluation.writer import write_json_atomic
+
+    key, value = _frame_filter(args.frames_with)
+    gt = load_json_dir(Path(args.gt))
+    pred = load_json_dir(Path(args.pred))
+    image_ids = None
+    title = args.title or "Average Precision (AP) metric:"
+    if key is not None:
+        image_ids = image_ids_with(gt, key, value)
+        if not image_ids:
+            raise DataError(f"no GT frame has {args.frames_with!r}", args.gt)
+        title = args.title or f"Average Precision (AP) metric, frames with {args.frames_with}:"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = evaluate_posetrack(gt, pred, image_ids=image_ids, strict=not args.lenient)
+    print(format_table(result, title=title, markdown=args.markdown))
+    print(f"({result.num_frames} labelled frames, {result.num_videos} videos, "
+          f"{result.num_gt_people} GT / {result.num_pred_people} predicted people)")
+    if args.json:
+        out = Path(args.json)
+        if not out.parent.is_dir():
+            raise DataError("folder of the --json file does not exist", str(out.parent))
+        write_json_atomic(out, {**result.to_dict(), "gt": str(args.gt), "pred": str(args.pred),
+                                "frames_with": args.frames_with})
+    return 0

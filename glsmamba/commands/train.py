@@ -1,0 +1,41 @@
+"""``glsmamba train CONFIG``: train a model as a config says (single process or torchrun)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train a model from a config",
+        description="Train from a TOML config (a path or a bundled name such as synth_tiny). "
+                    "Multi-GPU: torchrun --nproc-per-node N -m glsmamba train CONFIG.")
+    parser.add_argument("config", help="config file or bundled config name")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. train.lr=2e-4")
+    parser.add_argument("--work-dir", help="output folder (default work_dirs/<config name>)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
+    group.add_argument("--overwrite", action="store_true", help="start again in --work-dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from glsmamba.engine import api
+    from glsmamba.engine import distributed as du
+    from glsmamba.engine.config import load_config, resolve_config_path
+    config = load_config(args.config, args.overrides)
+    work_dir = Path(args.work_dir or Path("work_dirs") / resolve_config_path(args.config).stem)
+    try:
+        result = api.train(config, work_dir, resume=args.resume, overwrite=args.overwrite,
+                           progress=not args.no_progress)
+        evaluator = result["evaluator"]
+        if du.current().is_main:
+            if evaluator is not None and evaluator.last_result is not None:
+                print(api.format_result(evaluator, title=f"{config['model']['name']} (last epoch)"))
+            print(f"checkpoints in {work_dir} (best {result['best']})")
+    finally:
+        du.cleanup()
+    return 0

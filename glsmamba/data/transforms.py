@@ -1,0 +1,348 @@
+"""Composable clip transforms for top-down video pose estimation.
+
+Each transform is a small callable ``results -> results`` on a plain dict. Keys used:
+
+* inputs (filled by :class:`~glsmamba.data.clip_dataset.ClipDataset`): ``frame_paths``
+  (T,), ``bbox_xywh`` (4,), ``keypoints`` (K, 2) image pixels, ``visible`` (K,),
+  ``bbox_score``, ``index``, ``rng`` (``np.random.Generator``, random transforms draw only
+  from it so a seeded generator gives the same clip every time);
+* ``frames`` (list of T (H, W, 3) uint8 RGB images; repeated clamped frames share one array),
+  ``image_size`` (W, H) of the centre frame;
+* ``center`` (2,), ``scale`` (2,) crop size in image pixels, ``rotation`` degrees,
+  ``flipped`` bool; ``keypoints`` stay in (flipped) image pixels until :class:`ClipAffine`
+  maps them to crop pixels and stores the 2x3 ``affine``;
+* ``heatmaps`` (K, h, w), ``target_weight`` (K,), ``clip`` (T, 3, H, W) float32 tensor.
+
+Conventions are the common top-down ones (HRNet / mmpose): the box centre is ``x + w/2``,
+a horizontal flip maps ``x -> W - 1 - x``, rotation is in degrees and positive rotations
+turn the crop counter-clockwise on screen, the crop centre is the output centre (``W/2``; UDP:
+``(W-1)/2``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from glsmamba.data.codec import HeatmapCodec
+from glsmamba.errors import DataError
+
+MEAN_RGB = (123.675, 116.28, 103.53)
+STD_RGB = (58.395, 57.12, 57.375)
+
+
+# ---------------------------------------------------------------------------- geometry
+def get_affine_matrix(center: Sequence[float], scale: Sequence[float], rot: float,
+                      output_size: Sequence[int], inv: bool = False, udp: bool = False) -> np.ndarray:
+    """2x3 matrix taking image pixels to crop pixels (or back with ``inv=True``).
+
+    The box of size ``scale`` (W, H pixels) around ``center``, rotated by ``rot`` degrees, fills
+    the ``output_size`` (W, H) crop. ``udp`` uses the unbiased data processing geometry
+    (pixel centres at ``0 .. size-1``).
+    """
+    center = np.asarray(center, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    out_w, out_h = float(output_size[0]), float(output_size[1])
+    if udp:
+        zoom = np.array([(out_w - 1) / scale[0], (out_h - 1) / scale[1]])
+        dst_center = np.array([(out_w - 1) / 2, (out_h - 1) / 2])
+    else:
+        zoom = np.array([out_w / scale[0], out_h / scale[1]])
+        dst_center = np.array([out_w / 2, out_h / 2])
+    theta = np.deg2rad(rot)
+    cos, sin = np.cos(theta), np.sin(theta)
+    rotate = np.array([[cos, sin], [-sin, cos]])        # R(-rot)
+    linear = zoom[:, None] * rotate
+    matrix = np.concatenate([linear, (dst_center - linear @ center)[:, None]], axis=1)
+    return invert_affine(matrix) if inv else matrix
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix."""
+    linear_inv = np.linalg.inv(matrix[:, :2])
+    return np.concatenate([linear_inv, (-linear_inv @ matrix[:, 2])[:, None]], axis=1)
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 matrix to points (..., 2)."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def flip_matrix(image_width: float) -> np.ndarray:
+    """2x3 matrix of the horizontal flip ``x -> W - 1 - x``."""
+    return np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0]])
+
+
+def compose_affine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Matrix of ``second(first(p))``."""
+    linear = second[:, :2] @ first[:, :2]
+    return np.concatenate([linear, (second[:, :2] @ first[:, 2] + second[:, 2])[:, None]], axis=1)
+
+
+def crop_to_image(keypoints: np.ndarray, center: np.ndarray, scale: np.ndarray, rotation,
+                  input_size: Sequence[int], udp: bool = False, flip_width=None) -> np.ndarray:
+    """Crop-pixel keypoints back to image pixels (inverse of :class:`ClipAffine`).
+
+    Works on one person ((K, 2), ``center``/``scale`` (2,), scalar ``rotation``) or a batch
+    ((N, K, 2), (N, 2), (N, 2), (N,)). ``flip_width`` (scalar or (N,)): image width of samples
+    that were flipped before cropping, to return coordinates in the unflipped image; ``None``
+    or a value <= 0 means not flipped.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    center = np.asarray(center, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    if keypoints.ndim == 2:
+        inverse = get_affine_matrix(center, scale, float(np.asarray(rotation)), input_size, inv=True, udp=udp)
+        points = apply_affine(keypoints, inverse)
+        if flip_width is not None and float(flip_width) > 0:
+            points = apply_affine(points, flip_matrix(float(flip_width)))
+        return points
+    rotation = np.broadcast_to(np.asarray(rotation, dtype=np.float64), (len(keypoints),))
+    widths = [None] * len(keypoints) if flip_width is None else np.broadcast_to(
+        np.asarray(flip_width, dtype=np.float64), (len(keypoints),))
+    return np.stack([crop_to_image(k, c, s, r, input_size, udp, w)
+                     for k, c, s, r, w in zip(keypoints, center, scale, rotation, widths)])
+
+
+def box_to_center_scale(bbox_xywh: Sequence[float], aspect_ratio: float = 192 / 256,
+                        padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+    """Box -> centre (2,) and crop size (2,) padded to ``aspect_ratio`` (w/h) and enlarged."""
+    x, y, w, h = (float(v) for v in bbox_xywh)
+    center = np.array([x + w * 0.5, y + h * 0.5], dtype=np.float32)
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    else:
+        w = h * aspect_ratio
+    return center, np.array([w * padding, h * padding], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- transforms
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, results: dict) -> dict:
+        for transform in self.transforms:
+            results = transform(results)
+        return results
+
+    def __repr__(self) -> str:
+        inner = ", ".join(type(t).__name__ for t in self.transforms)
+        return f"Compose([{inner}])"
+
+
+def _rng(results: dict) -> np.random.Generator:
+    rng = results.get("rng")
+    if rng is None:
+        rng = np.random.default_rng()
+        results["rng"] = rng
+    return rng
+
+
+class LoadClip:
+    """Read every frame of ``frame_paths`` with OpenCV (BGR -> RGB); one read per distinct path."""
+
+    def __init__(self, data_root: str | None = None, to_rgb: bool = True):
+        self.data_root = data_root
+        self.to_rgb = to_rgb
+
+    def _read(self, path: str, record: str) -> np.ndarray:
+        if not os.path.isfile(path):
+            raise DataError("image file not found", path, record)
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError("cannot decode image (corrupt or unsupported format)", path, record)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if self.to_rgb else image
+
+    def __call__(self, results: dict) -> dict:
+        record = f"sample {results.get('index', '?')}"
+        root = results.get("data_root") or self.data_root
+        cache: dict[str, np.ndarray] = {}
+        frames = []
+        for path in results["frame_paths"]:
+            full = os.path.join(root, path) if root else path
+            if full not in cache:
+                cache[full] = self._read(full, record)
+            frames.append(cache[full])
+        results["frames"] = frames
+        centre = frames[len(frames) // 2]
+        results["image_size"] = (centre.shape[1], centre.shape[0])
+        return results
+
+
+class BoxToCenterScale:
+    """``bbox_xywh`` -> ``center``, ``scale`` (crop size in pixels); resets rotation/flip."""
+
+    def __init__(self, aspect_ratio: float = 192 / 256, padding: float = 1.25):
+        self.aspect_ratio = aspect_ratio
+        self.padding = padding
+
+    def __call__(self, results: dict) -> dict:
+        box = np.asarray(results["bbox_xywh"], dtype=np.float32)
+        if box.shape != (4,) or box[2] <= 0 or box[3] <= 0:
+            raise DataError(f"box must be (x, y, w, h) with positive size, got {box.tolist()}",
+                            None, f"sample {results.get('index', '?')}")
+        results["center"], results["scale"] = box_to_center_scale(box, self.aspect_ratio, self.padding)
+        results.setdefault("rotation", 0.0)
+        results.setdefault("flipped", False)
+        return results
+
+
+class RandomFlip:
+    """Mirror the whole clip with probability ``p``: joints swap sides, ``x -> W - 1 - x``.
+
+    Images are not copied here; :class:`ClipAffine` folds the flip into its warp.
+    """
+
+    def __init__(self, flip_indices: Sequence[int], p: float = 0.5):
+        self.flip_indices = list(flip_indices)
+        self.p = p
+
+    def __call__(self, results: dict) -> dict:
+        if _rng(results).random() >= self.p:
+            return results
+        width = results["image_size"][0]
+        keypoints = np.asarray(results["keypoints"], dtype=np.float32).copy()
+        keypoints[:, 0] = width - 1 - keypoints[:, 0]
+        results["keypoints"] = keypoints[self.flip_indices]
+        results["visible"] = np.asarray(results["visible"])[self.flip_indices]
+        center = np.asarray(results["center"], dtype=np.float32).copy()
+        center[0] = width - 1 - center[0]
+        results["center"] = center
+        results["flipped"] = not results.get("flipped", False)
+        return results
+
+
+class RandomHalfBody:
+    """With probability ``p`` (and more than ``min_joints`` annotated joints), crop to the
+    upper or lower body (upper first with probability ``upper_prob``)."""
+
+    def __init__(self, upper_body: Sequence[int], lower_body: Sequence[int], p: float = 0.3,
+                 min_joints: int = 8, upper_prob: float = 0.5, aspect_ratio: float = 192 / 256,
+                 padding: float = 1.5):
+        self.upper_body = list(upper_body)
+        self.lower_body = list(lower_body)
+        self.p = p
+        self.min_joints = min_joints
+        self.upper_prob = upper_prob
+        self.aspect_ratio = aspect_ratio
+        self.padding = padding
+
+    def _pick(self, visible: np.ndarray, rng: np.random.Generator) -> list[int]:
+        upper = [k for k in self.upper_body if visible[k] > 0]
+        lower = [k for k in self.lower_body if visible[k] > 0]
+        if rng.random() < self.upper_prob and len(upper) > 2:
+            return upper
+        return lower if len(lower) > 2 else upper
+
+    def __call__(self, results: dict) -> dict:
+        visible = np.asarray(results["visible"])
+        rng = _rng(results)
+        if (visible > 0).sum() <= self.min_joints or rng.random() >= self.p:
+            return results
+        chosen = self._pick(visible, rng)
+        if len(chosen) < 2:
+            return results
+        points = np.asarray(results["keypoints"], dtype=np.float32)[chosen]
+        low, high = points.min(axis=0), points.max(axis=0)
+        w, h = high - low
+        if w <= 0 and h <= 0:
+            return results
+        results["center"] = ((low + high) / 2).astype(np.float32)
+        if w > self.aspect_ratio * h:
+            h = w / self.aspect_ratio
+        else:
+            w = h * self.aspect_ratio
+        results["scale"] = np.array([w, h], dtype=np.float32) * self.padding
+        results["half_body"] = True
+        return results
+
+
+class RandomScaleRotation:
+    """Scale factor ~ clip(N(1, sigma), 1 +- sigma); rotation ~ clip(N(0, rot_sigma), +-rot_max)
+    applied with probability ``rot_prob``."""
+
+    def __init__(self, scale_sigma: float = 0.35, rot_sigma: float = 45.0, rot_max: float = 90.0,
+                 rot_prob: float = 0.6):
+        self.scale_sigma = scale_sigma
+        self.rot_sigma = rot_sigma
+        self.rot_max = rot_max
+        self.rot_prob = rot_prob
+
+    def __call__(self, results: dict) -> dict:
+        rng = _rng(results)
+        factor = np.clip(1.0 + rng.standard_normal() * self.scale_sigma,
+                         1.0 - self.scale_sigma, 1.0 + self.scale_sigma)
+        results["scale"] = (np.asarray(results["scale"], dtype=np.float32) * factor).astype(np.float32)
+        rotation = float(np.clip(rng.standard_normal() * self.rot_sigma, -self.rot_max, self.rot_max))
+        results["rotation"] = rotation if rng.random() < self.rot_prob else 0.0
+        return results
+
+
+class ClipAffine:
+    """Crop every frame with the one affine of the centre frame's box (and flip, if any)."""
+
+    def __init__(self, input_size: Sequence[int] = (192, 256), udp: bool = False):
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.udp = udp
+
+    def matrix(self, results: dict) -> np.ndarray:
+        """Image pixels (of the unflipped frames) -> crop pixels."""
+        crop = get_affine_matrix(results["center"], results["scale"], results.get("rotation", 0.0),
+                                 self.input_size, udp=self.udp)
+        if results.get("flipped", False):
+            crop = compose_affine(flip_matrix(results["image_size"][0]), crop)
+        return crop
+
+    def __call__(self, results: dict) -> dict:
+        matrix = self.matrix(results)
+        warped: dict[int, np.ndarray] = {}
+        frames = []
+        for frame in results["frames"]:
+            if id(frame) not in warped:
+                warped[id(frame)] = cv2.warpAffine(frame, matrix, self.input_size, flags=cv2.INTER_LINEAR)
+            frames.append(warped[id(frame)])
+        results["frames"] = frames
+        # keypoints are already in flipped image coordinates: only the crop part applies
+        crop = get_affine_matrix(results["center"], results["scale"], results.get("rotation", 0.0),
+                                 self.input_size, udp=self.udp)
+        results["keypoints"] = apply_affine(results["keypoints"], crop).astype(np.float32)
+        results["affine"] = matrix
+        results["input_size"] = self.input_size
+        return results
+
+
+class GenerateTarget:
+    """``heatmaps`` (K, h, w) and ``target_weight`` (K,) = codec weight x per-joint weight."""
+
+    def __init__(self, codec: HeatmapCodec, joint_weights: Sequence[float] | None = None):
+        self.codec = codec
+        self.joint_weights = None if joint_weights is None else np.asarray(joint_weights, dtype=np.float32)
+
+    def __call__(self, results: dict) -> dict:
+        heatmaps, weights = self.codec.encode(results["keypoints"], results["visible"])
+        if self.joint_weights is not None:
+            weights = weights * self.joint_weights
+        results["heatmaps"] = heatmaps
+        results["target_weight"] = weights.astype(np.float32)
+        return results
+
+
+class NormalizeToTensor:
+    """``frames`` -> ``clip`` (T, 3, H, W) float32, ``(pixel - mean) / std`` per RGB channel."""
+
+    def __init__(self, mean: Sequence[float] = MEAN_RGB, std: Sequence[float] = STD_RGB):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, results: dict) -> dict:
+        stacked = np.stack(results["frames"])                                  # (T, H, W, 3)
+        clip = torch.from_numpy(stacked).permute(0, 3, 1, 2).float()          # (T, 3, H, W)
+        results["clip"] = (clip - self.mean) / self.std
+        return results

@@ -1,0 +1,230 @@
+"""Run configs: small TOML files, merged over typed defaults, with ``--set key=value``.
+
+A config has four sections, ``[model]``, ``[data]``, ``[train]`` and ``[eval]``. Every
+key must exist in :data:`DEFAULTS` and keep its type; the one free-form table is
+``[model.overrides]`` (keyword arguments for ``create_model``, checked by the registry).
+String values may use environment variables: ``${VAR}`` or ``${VAR:-default}``
+(nestable), expanded when the config is loaded.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from glsmamba.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {
+        "name": "glsmamba-tiny",
+        "pretrained": "",        # official ViTPose checkpoint for the encoder ("" = none)
+        "init_from": "",         # a glsmamba checkpoint to start from ("" = none)
+        "overrides": {},         # create_model keyword arguments
+    },
+    "data": {
+        "type": "posetrack18",   # posetrack18 | posetrack17 | posetrack21 | jhmdb
+        "root": "${GLSMAMBA_DATA:-data}/posetrack18",
+        "train_ann": "annotations/train",
+        "val_ann": "annotations/val",
+        "val_detections": "",    # detections JSON (relative to root) for --boxes detections
+        "det_score_thr": 0.0,
+        "split": 1,              # Sub-JHMDB split (1..3)
+        "delta": 2,              # clip = frames t-delta .. t+delta
+        "sigma": 2.0,            # Gaussian target sigma at heatmap resolution
+        "batch_size": 32,
+        "val_batch_size": 32,
+        "workers": 4,
+        "augment": True,         # flip / half body / scale-rotation in training
+        "max_train_samples": 0,  # 0 = all (for quick runs)
+        "max_val_samples": 0,
+    },
+    "train": {
+        "epochs": 20,
+        "lr": 1e-4,
+        "milestones": [6, 12],
+        "gamma": 0.1,
+        "weight_decay": 1e-4,
+        "grad_clip": 1.0,        # max gradient norm (0 = off)
+        "amp": "auto",           # auto (bf16 on CUDA) | bf16 | fp16 | off
+        "seed": 0,
+        "cache_features": False,  # cache frozen-encoder features (no pixel augmentation)
+        "log_interval": 10,
+        "val_interval": 1,       # validate every N epochs (0 = never)
+        "max_steps": 0,          # stop after this many optimiser steps (0 = no limit)
+        "checkpoint_interval": 0,  # also save "last" every N steps (0 = end of epoch only)
+    },
+    "eval": {
+        "flip_test": True,
+        "decode": "quarter",     # quarter | dark
+        "boxes": "gt",           # gt | detections
+    },
+}
+
+CHOICES = {
+    ("data", "type"): {"posetrack18", "posetrack17", "posetrack21", "jhmdb"},
+    ("train", "amp"): {"auto", "bf16", "fp16", "off"},
+    ("eval", "decode"): {"quarter", "dark"},
+    ("eval", "boxes"): {"gt", "detections"},
+}
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}``, innermost first (defaults may nest)."""
+    for _ in range(20):
+        new = _ENV_PATTERN.sub(_env_value, text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def _env_value(match: re.Match) -> str:
+    name, default = match.group(1), match.group(2)
+    value = os.environ.get(name)
+    if value:
+        return value
+    if default is None:
+        raise ConfigError(f"environment variable {name} is not set (needed by the config)")
+    return default
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A file path, or the name of a bundled config (``synth_tiny``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if bundled.is_file() and len(path.parts) == 1:
+        return bundled
+    raise ConfigError(f"config {str(name_or_path)!r} not found (not a file, nor one of: "
+                      f"{', '.join(list_configs())})")
+
+
+def list_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def load_config(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> dict:
+    """Load a config, merge it over :data:`DEFAULTS`, apply ``key=value`` overrides."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    config = merge_config(raw, source=str(path))
+    for item in overrides or []:
+        apply_override(config, item)
+    return expand_config(config)
+
+
+def merge_config(raw: dict, source: str = "config") -> dict:
+    """Defaults updated with ``raw``; unknown sections/keys or wrong types -> ConfigError."""
+    config = copy.deepcopy(DEFAULTS)
+    for section, values in raw.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"{source}: unknown section [{section}] "
+                              f"(known: {', '.join(DEFAULTS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in values.items():
+            config[section][key] = _checked(section, key, value, source)
+    return config
+
+
+def _checked(section: str, key: str, value: Any, source: str) -> Any:
+    if key not in DEFAULTS[section]:
+        known = ", ".join(DEFAULTS[section])
+        raise ConfigError(f"{source}: unknown key {section}.{key} (known in [{section}]: {known})")
+    default = DEFAULTS[section][key]
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{source}: {section}.{key} must be {type(default).__name__}, "
+                          f"got {value!r}")
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: {section}.{key} = {value!r} is not one of {sorted(choices)}")
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """A TOML scalar/array (``2e-4``, ``true``, ``[6, 12]``, ``"x"``), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(config: dict, item: str) -> None:
+    """Apply one ``section.key=value`` (or ``model.overrides.name=value``) in place."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    dotted, text = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    value = parse_value(text.strip())
+    if len(parts) == 3 and parts[:2] == ["model", "overrides"]:
+        config["model"]["overrides"][parts[2]] = value
+        return
+    if len(parts) != 2 or parts[0] not in DEFAULTS:
+        raise ConfigError(f"--set {item!r}: unknown key {dotted!r} "
+                          f"(use section.key with section in {', '.join(DEFAULTS)})")
+    section, key = parts
+    if isinstance(DEFAULTS[section].get(key), str) and not isinstance(value, str):
+        value = text.strip()
+    config[section][key] = _checked(section, key, value, "--set")
+
+
+def expand_config(config: dict) -> dict:
+    """Expand environment variables in every string value."""
+    def walk(value):
+        if isinstance(value, str):
+            return expand_env(value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+    return walk(config)
+
+
+def dump_config(config: dict) -> str:
+    """Serialise a (flat-valued) config back to TOML text."""
+    lines: list[str] = []
+    for section, values in config.items():
+        scalars = {k: v for k, v in values.items() if not isinstance(v, dict)}
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+        for key, table in values.items():
+            if isinstance(table, dict):
+                lines.append(f"\n[{section}.{key}]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")

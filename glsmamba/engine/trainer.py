@@ -1,0 +1,424 @@
+"""The training loop: AdamW + multi-step schedule, AMP, DDP, checkpoints, exact resume.
+
+The :class:`Trainer` knows nothing of datasets or model presets: it takes a model (with
+``forward(clip)`` and ``forward_features(feats)``), a training dataset whose items are
+dicts holding ``clip`` (or ``feats``), ``heatmaps`` and ``target_weight``, a config
+(see :mod:`glsmamba.engine.config`) and an optional validation callback.
+
+Resume: ``last`` is written at the end of every epoch, every ``train.checkpoint_interval``
+steps, on ``train.max_steps``, and on Ctrl-C (after the step in flight finishes). It holds
+the optimiser, scheduler, grad scaler, the python / numpy / torch RNG states and the
+position inside the epoch; the sampler's order depends only on (seed, epoch), so a resumed
+run draws the same batches an uninterrupted run would have drawn. Augmentation is exact
+too when the dataset seeds each item from (seed, epoch, index) (``ClipDataset(seed=...)``,
+as :mod:`glsmamba.engine.api` builds it); randomness drawn from the global RNGs (dropout,
+drop path) is restored from the checkpoint, which is exact with ``workers = 0`` or when the
+pipeline draws nothing from them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from glsmamba.engine import distributed as du
+from glsmamba.engine.checkpoint import (load_train_state, remove_stale_tmp, save_checkpoint)
+from glsmamba.engine.config import dump_config
+from glsmamba.errors import ConfigError, GlsmambaError
+
+RUN_FILES = ("log.jsonl", "config.toml", "last.safetensors", "last.json", "last_state.pt",
+             "best.safetensors", "best.json")
+
+
+class TrainingDiverged(GlsmambaError):
+    """The loss became NaN or infinite."""
+
+
+def heatmap_mse(heatmaps: torch.Tensor, targets: torch.Tensor,
+                target_weight: torch.Tensor) -> torch.Tensor:
+    """Weighted MSE: mean over (B, K, h, w) of (w_k * (pred - target))^2."""
+    weight = target_weight.to(heatmaps.dtype)[:, :, None, None]  # (B, K, 1, 1)
+    return F.mse_loss(heatmaps.float() * weight, targets.float() * weight)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def worker_seed_fn(base_seed: int) -> Callable[[int], None]:
+    """Seed python/numpy/torch in each DataLoader worker from the loader's seed."""
+    def init(worker_id: int) -> None:
+        seed = (torch.initial_seed() + worker_id) % (2 ** 32)
+        random.seed(seed)
+        np.random.seed(seed)
+    return init
+
+
+class ModelStep(nn.Module):
+    """Dispatch ``clip`` or cached ``feats`` through one module (so DDP sees one forward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, from_features: bool) -> torch.Tensor:
+        if from_features:
+            return self.model.forward_features(inputs)
+        return self.model(inputs)
+
+
+def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
+    """Create ``work_dir``; refuse to clobber an existing run unless resuming/overwriting."""
+    work_dir = Path(work_dir)
+    existing = [name for name in RUN_FILES if (work_dir / name).exists()]
+    if resume:
+        if not (work_dir / "last_state.pt").is_file():
+            raise ConfigError(f"{work_dir}: nothing to resume (no last_state.pt)")
+    elif existing:
+        if not overwrite:
+            raise ConfigError(f"{work_dir} already holds a run ({', '.join(existing)}); "
+                              "use --resume to continue it or --overwrite to start again")
+        for name in existing:   # the feature cache stays: its key says whether it is valid
+            (work_dir / name).unlink()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir
+
+
+class JsonLogger:
+    """Append-only JSON lines (+ TensorBoard scalars when it is installed)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self.tb = None
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record.get('type', 'train')}/{key}", value,
+                                       record.get("step", 0))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def pick_device(info: du.DistInfo) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` as the config says; see the module docstring."""
+
+    def __init__(self, model: nn.Module, train_set, config: dict, work_dir: str | os.PathLike,
+                 validate: Callable[[nn.Module], dict] | None = None,
+                 metric_key: str | None = None, resume: bool = False,
+                 overwrite: bool = False, save_frozen: bool = True,
+                 step_callback: Callable[["Trainer"], None] | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print):
+        self.config, self.train_cfg = config, config["train"]
+        self.info = du.current()
+        self.device = pick_device(self.info)
+        self.model = model.to(self.device)
+        self.train_set, self.validate, self.metric_key = train_set, validate, metric_key
+        self.save_frozen, self.step_callback = save_frozen, step_callback
+        self.progress, self.print = progress and self.info.is_main, log
+        self.work_dir = Path(work_dir)
+        if self.info.is_main:
+            prepare_work_dir(self.work_dir, resume, overwrite)
+        du.barrier()
+        self.logger = JsonLogger(self.work_dir / "log.jsonl", enabled=self.info.is_main)
+        self.epoch, self.step, self.step_in_epoch = 0, 0, 0
+        self.best: float | None = None
+        self.metrics: dict = {}
+        self._stop_requested = False
+        self._build_optim()
+        self.runner = self._wrap(ModelStep(self.model))
+        if resume:
+            self._load_state()
+        else:
+            seed_everything(self.train_cfg["seed"] + self.info.rank)
+            if self.info.is_main:
+                (self.work_dir / "config.toml").write_text(dump_config(config))
+
+    # ---------------------------------------------------------------- setup
+    def _build_optim(self) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the model has no trainable parameters")
+        cfg = self.train_cfg
+        self.optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg["milestones"]), gamma=cfg["gamma"])
+        self.autocast_dtype = amp_dtype(cfg["amp"], self.device)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.autocast_dtype == torch.float16)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.info.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def _loader(self) -> tuple[DataLoader, du.ResumableSampler]:
+        data_cfg = self.config["data"]
+        sampler = du.ResumableSampler(self.train_set, num_replicas=self.info.world_size,
+                                      rank=self.info.rank, shuffle=True,
+                                      seed=self.train_cfg["seed"], drop_last=True)
+        sampler.set_epoch(self.epoch)
+        sampler.set_start(self.step_in_epoch * data_cfg["batch_size"])
+        generator = torch.Generator().manual_seed(
+            self.train_cfg["seed"] * 1000 + self.epoch * 10 + self.info.rank)
+        workers = data_cfg["workers"]
+        loader = DataLoader(self.train_set, batch_size=data_cfg["batch_size"], sampler=sampler,
+                            num_workers=workers, drop_last=True, generator=generator,
+                            worker_init_fn=worker_seed_fn(self.train_cfg["seed"]),
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        return loader, sampler
+
+    # ---------------------------------------------------------------- state
+    def _train_state(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_state(), "best": self.best, "metrics": self.metrics}
+
+    def _meta(self) -> dict:
+        return {"config": self.config, "epoch": self.epoch, "step": self.step,
+                "step_in_epoch": self.step_in_epoch, "metrics": self.metrics,
+                "best": self.best, "metric_key": self.metric_key,
+                "world_size": self.info.world_size}
+
+    def save(self, tag: str = "last", with_state: bool = True) -> Path | None:
+        """Rank 0 writes checkpoint ``tag``; all ranks wait for it."""
+        path = None
+        if self.info.is_main:
+            state = self._train_state() if with_state else None
+            path = save_checkpoint(self.work_dir, tag, self.model, self._meta(), state,
+                                   save_frozen=self.save_frozen)
+        du.barrier()
+        return path
+
+    def _load_state(self) -> None:
+        from glsmamba.engine.checkpoint import load_checkpoint, load_model_weights
+        tensors, meta, path = load_checkpoint(self.work_dir / "last.safetensors")
+        load_model_weights(self.model, tensors, path, set(meta.get("omitted_keys", [])))
+        state = load_train_state(self.work_dir / "last_state.pt")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.best, self.metrics = state["best"], state.get("metrics", {})
+        set_rng_state(state["rng"])
+        remove_stale_tmp(self.work_dir)
+        self.print(f"resumed from {path} at epoch {self.epoch}, step {self.step} "
+                   f"({self.step_in_epoch} steps into the epoch)")
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        """Train until ``train.epochs`` (or ``train.max_steps``); return the last metrics."""
+        previous_handler = self._install_sigint()
+        try:
+            while self.epoch < self.train_cfg["epochs"] and not self._hit_max_steps():
+                self._train_epoch()
+                if self._hit_max_steps() and self.step_in_epoch:
+                    break
+                self._end_epoch()
+            if self._hit_max_steps() or self.epoch >= self.train_cfg["epochs"]:
+                self.save("last")
+        except KeyboardInterrupt:
+            self.save("last")
+            self.print(f"interrupted at epoch {self.epoch}, step {self.step}: checkpoint "
+                       f"written to {self.work_dir / 'last.safetensors'}; continue with --resume")
+            raise
+        finally:
+            self._restore_sigint(previous_handler)
+            self.logger.close()
+        return self.metrics
+
+    def _hit_max_steps(self) -> bool:
+        return bool(self.train_cfg["max_steps"]) and self.step >= self.train_cfg["max_steps"]
+
+    def _train_epoch(self) -> None:
+        loader, sampler = self._loader()
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(self.epoch)
+        self.runner.train()
+        from_features = getattr(self.train_set, "provides_features", False)
+        bar = self._progress_bar(len(loader))
+        samples, started = 0, time.perf_counter()
+        for batch in loader:
+            loss = self._train_step(batch, from_features)
+            self.step += 1
+            self.step_in_epoch += 1
+            samples += len(batch["heatmaps"]) * self.info.world_size
+            rate = samples / max(time.perf_counter() - started, 1e-9)
+            self._after_step(loss, rate, bar)
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            if self._hit_max_steps():
+                break
+        if bar is not None:
+            bar.close()
+
+    def _progress_bar(self, total: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{self.train_cfg['epochs']}",
+                    leave=False, dynamic_ncols=True)
+
+    def _train_step(self, batch: dict, from_features: bool) -> float:
+        key = "feats" if from_features else "clip"
+        inputs = batch[key].to(self.device, non_blocking=True)
+        targets = batch["heatmaps"].to(self.device, non_blocking=True)
+        weights = batch["target_weight"].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            heatmaps = self.runner(inputs, from_features)
+        loss = heatmap_mse(heatmaps, targets, weights)
+        self._check_finite(loss)
+        self.scaler.scale(loss).backward()
+        if self.train_cfg["grad_clip"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(params, self.train_cfg["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0], device=self.device)
+        if self.info.enabled:
+            torch.distributed.all_reduce(bad)
+        if bad.item() > 0:
+            last = self.work_dir / "last.safetensors"
+            kept = f"the last good checkpoint is kept at {last}" if last.exists() \
+                else "no checkpoint had been written yet"
+            raise TrainingDiverged(
+                f"loss is not finite at epoch {self.epoch}, step {self.step + 1}; training "
+                f"stopped and {kept} (try a lower train.lr or train.grad_clip)")
+
+    def _after_step(self, loss: float, rate: float, bar) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3e}", samples_s=f"{rate:.1f}")
+        if self.step % max(1, self.train_cfg["log_interval"]) == 0 or self.step == 1:
+            loss = du.all_reduce_mean(loss, self.device)
+            self.logger.log({"type": "train", "epoch": self.epoch, "step": self.step,
+                             "loss": loss, "lr": lr, "samples_per_s": rate})
+        interval = self.train_cfg["checkpoint_interval"]
+        if interval and self.step % interval == 0:
+            self.save("last")
+        if self.step_callback is not None:
+            self.step_callback(self)
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch = 0
+        with warnings.catch_warnings():  # a resume on an epoch boundary steps no optimiser first
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        interval = self.train_cfg["val_interval"]
+        validate_now = self.validate is not None and interval and (
+            self.epoch % interval == 0 or self.epoch == self.train_cfg["epochs"])
+        if validate_now:
+            self.model.eval()
+            self.metrics = {k: float(v) for k, v in self.validate(self.model).items()}
+            self.model.train()
+            self.logger.log({"type": "val", "epoch": self.epoch, "step": self.step,
+                             **self.metrics})
+            self.print(f"epoch {self.epoch}: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in self.metrics.items()))
+            score = self.metrics.get(self.metric_key) if self.metric_key else None
+            if score is not None and not math.isnan(score) and (self.best is None or score > self.best):
+                self.best = score
+                self.save("best", with_state=False)
+        self.save("last")
+
+    # ---------------------------------------------------------------- Ctrl-C
+    def _install_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.print("\nCtrl-C: finishing the current step, then writing a checkpoint "
+                       "(press again to abort at once)")
+        return signal.signal(signal.SIGINT, handler)
+
+    def _restore_sigint(self, previous) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """The records of a ``log.jsonl``."""
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def summarize(records: list[dict]) -> dict[str, Any]:
+    train = [r for r in records if r.get("type") == "train"]
+    val = [r for r in records if r.get("type") == "val"]
+    return {"steps": train[-1]["step"] if train else 0,
+            "last_loss": train[-1]["loss"] if train else None,
+            "last_val": val[-1] if val else None}

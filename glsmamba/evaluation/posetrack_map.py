@@ -1,0 +1,720 @@
+"""PoseTrack multi-person pose mAP with poseval's exact rules (evaluateAP.py / eval_helpers.py).
+
+Knows nothing of datasets: it scores PoseTrack18-format JSON dicts (one per video) or
+PoseTrack17 ``annolist`` dicts. See docs/EVALUATION.md for every rule and quirk reproduced.
+
+Pipeline (poseval's order):
+1. each video file -> frames; keypoints mapped to poseval's 15 joints by category name;
+   a keypoint is present unless it is exactly ``(0, 0, 0)``;
+2. keep the GT frames that hold at least one person record (``is_labeled`` is not read);
+3. in frames with ignore regions, drop GT and predicted joints strictly inside a polygon
+   (people left without joints are dropped);
+4. per frame, match predictions to GT by PCKh@0.5 (greedy, both ways), label each
+   predicted joint true/false positive;
+5. per joint, VOC AP over all frames; columns Head ... Ankle and Total = mean of the 15 APs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from glsmamba.errors import DataError
+from glsmamba.evaluation.table import render_table
+
+# poseval's joint order (eval_helpers.Joint); "neck" is PoseTrack18's "head_bottom"
+POSEVAL_JOINTS = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+    "left_wrist", "neck", "nose", "head_top",
+)
+NUM_JOINTS = len(POSEVAL_JOINTS)
+_JOINT_INDEX = {name: i for i, name in enumerate(POSEVAL_JOINTS)}
+_JOINT_INDEX["head_bottom"] = _JOINT_INDEX["neck"]
+
+# PoseTrack18's 17 keypoints (COCO order); ears are never annotated and are dropped
+POSETRACK18_KEYPOINTS = (
+    "nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+
+# columns of the table: indices into POSEVAL_JOINTS in poseval's averaging order
+COLUMNS = {
+    "Head": (14, 12, 13),
+    "Shoulder": (8, 9),
+    "Elbow": (7, 10),
+    "Wrist": (6, 11),
+    "Hip": (2, 3),
+    "Knee": (1, 4),
+    "Ankle": (0, 5),
+}
+DIST_THRESHOLD = 0.5     # PCKh threshold, in head sizes
+HEAD_SIZE_FACTOR = 0.6   # head size = 0.6 x head-box diagonal
+MIN_SCORE = -9999.0      # poseval's score for a joint given without a score
+MAX_TRACK_ID = 10000     # poseval asserts track ids below this
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class MapResult:
+    """Per-joint AP / precision / recall (percent, poseval joint order) and counts."""
+
+    ap: np.ndarray                 # (15,)
+    precision: np.ndarray          # (15,) precision at the lowest score
+    recall: np.ndarray             # (15,) recall at the lowest score
+    num_gt_joints: np.ndarray      # (15,) annotated GT joints after ignore regions
+    num_pred_joints: np.ndarray    # (15,) predicted joints scored
+    num_frames: int                # labelled frames evaluated
+    num_videos: int
+    num_gt_people: int
+    num_pred_people: int
+    joint_names: tuple[str, ...] = POSEVAL_JOINTS
+
+    @property
+    def total(self) -> float:
+        """Mean AP over the joints whose AP is defined (poseval's Total)."""
+        return _nanmean_like_poseval(self.ap)
+
+    @property
+    def columns(self) -> dict[str, float]:
+        """Head, Shoulder, Elbow, Wrist, Hip, Knee, Ankle, Total."""
+        return _columns(self.ap)
+
+    @property
+    def precision_columns(self) -> dict[str, float]:
+        return _columns(self.precision)
+
+    @property
+    def recall_columns(self) -> dict[str, float]:
+        return _columns(self.recall)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (NaN written as null)."""
+        def clean(values: Iterable[float]) -> list:
+            return [None if math.isnan(v) else float(v) for v in values]
+
+        def clean_map(mapping: Mapping[str, float]) -> dict:
+            return {k: (None if math.isnan(v) else float(v)) for k, v in mapping.items()}
+
+        return {
+            "columns": clean_map(self.columns),
+            "precision_columns": clean_map(self.precision_columns),
+            "recall_columns": clean_map(self.recall_columns),
+            "joints": list(self.joint_names),
+            "ap": clean(self.ap),
+            "precision": clean(self.precision),
+            "recall": clean(self.recall),
+            "num_gt_joints": [int(v) for v in self.num_gt_joints],
+            "num_pred_joints": [int(v) for v in self.num_pred_joints],
+            "num_frames": self.num_frames,
+            "num_videos": self.num_videos,
+            "num_gt_people": self.num_gt_people,
+            "num_pred_people": self.num_pred_people,
+        }
+
+
+def _nanmean_like_poseval(values: np.ndarray) -> float:
+    keep = values[~np.isnan(values)]
+    return float(keep.mean()) if keep.size else float("nan")
+
+
+def _columns(values: np.ndarray) -> dict[str, float]:
+    cols = {name: float(values[list(idx)].mean()) for name, idx in COLUMNS.items()}
+    cols["Total"] = _nanmean_like_poseval(values)
+    return cols
+
+
+def format_table(result: MapResult, title: str | None = "Average Precision (AP) metric:",
+                 markdown: bool = False, label: str = "") -> str:
+    """poseval's two-line table (or markdown) of the 8 columns."""
+    return render_table(result.columns, title=title, markdown=markdown, label=label)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON at line {err.lineno} column {err.colno} "
+                        f"(char {err.pos}): {err.msg}", str(path)) from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text at byte {err.start}", str(path)) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror}", str(path)) from None
+
+
+def video_name_of(image: Mapping) -> str | None:
+    """The video folder of an image record (``images/val/003418_mpii_test/000000.jpg``)."""
+    name = image.get("file_name")
+    if not isinstance(name, str) or "/" not in name.replace("\\", "/"):
+        return None
+    return Path(name.replace("\\", "/")).parent.name or None
+
+
+def split_merged(data: Mapping, path: str | None = None) -> dict[str, dict]:
+    """Split one merged PoseTrack18 file into per-video dicts, by the image's folder name."""
+    images = data.get("images") if isinstance(data, Mapping) else None
+    if not isinstance(images, list):
+        raise DataError("expected a PoseTrack18 JSON object with an 'images' list", path)
+    videos: dict[str, dict] = {}
+    video_of_image: dict = {}
+    for index, image in enumerate(images):
+        if not isinstance(image, Mapping) or "id" not in image:
+            raise DataError("image record without an 'id'", path, f"images[{index}]")
+        name = video_name_of(image) or str(image.get("vid_id", "video"))
+        video = videos.setdefault(name, {"images": [], "annotations": [],
+                                         "categories": data.get("categories", [])})
+        video["images"].append(image)
+        video_of_image[image["id"]] = name
+    for index, ann in enumerate(data.get("annotations") or []):
+        image_id = ann.get("image_id") if isinstance(ann, Mapping) else None
+        if image_id in video_of_image:
+            videos[video_of_image[image_id]]["annotations"].append(ann)
+    return videos
+
+
+def load_json_dir(path: str | Path) -> dict[str, dict]:
+    """``video name -> JSON dict`` from a folder of per-video files or one merged file.
+
+    Folder: every ``*.json`` (sorted), named by file stem. File: a merged PoseTrack18
+    file is split by the images' video folders; an ``annolist`` file is one video.
+    """
+    path = Path(path)
+    if path.is_file():
+        data = _read_json(path)
+        if isinstance(data, Mapping) and "annolist" in data:
+            return {path.stem: data}
+        return split_merged(data, str(path))
+    if not path.is_dir():
+        raise DataError("no such folder or file", str(path))
+    files = sorted(p for p in path.glob("*.json") if p.is_file())
+    if not files:
+        raise DataError("folder holds no .json files", str(path))
+    videos = {}
+    for file in files:
+        data = _read_json(file)
+        if not isinstance(data, Mapping):
+            raise DataError(f"expected a JSON object, found {type(data).__name__}", str(file))
+        videos[file.stem] = data
+    return videos
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Video:
+    """All person records of one video file in poseval's 15-joint order."""
+
+    keys: list                        # frame keys: image ids (PoseTrack18) or positions
+    num_records: np.ndarray           # (F,) person records per frame, as in the file
+    regions: list[list[np.ndarray]]   # per frame: ignore polygons, each (M, 2)
+    frame: np.ndarray                 # (A,) frame position of each person
+    xy: np.ndarray                    # (A, 15, 2) float64
+    present: np.ndarray               # (A, 15) bool
+    scores: np.ndarray                # (A, 15) float64
+    head_size: np.ndarray             # (A,) float64, NaN where unknown
+    track_ids: list = field(default_factory=list)   # (A,)
+
+
+def _conversion_table(data: Mapping, num_values: int, where: str) -> list[int | None]:
+    """Index into POSEVAL_JOINTS (or None) for each keypoint of the file."""
+    categories = data.get("categories")
+    names = None
+    if isinstance(categories, list) and categories and isinstance(categories[0], Mapping):
+        names = categories[0].get("keypoints")
+    if not names:
+        if num_values == 3 * len(POSETRACK18_KEYPOINTS):
+            names = POSETRACK18_KEYPOINTS
+        elif num_values == 3 * NUM_JOINTS:
+            names = POSEVAL_JOINTS
+        else:
+            raise DataError(f"keypoints hold {num_values} values; expected 51 (17 joints) or "
+                            "45 (15 joints) when 'categories' gives no keypoint names", where)
+    table = [_JOINT_INDEX.get(str(n)) for n in names]
+    missing = [POSEVAL_JOINTS[i] for i in range(NUM_JOINTS) if i not in table]
+    if missing:
+        raise DataError(f"categories[0].keypoints lacks {', '.join(missing)}", where)
+    return table
+
+
+def _as_float_array(values, what: str, where: str, record: str | None = None) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be numbers", where, record) from None
+
+
+def _parse_posetrack18(data: Mapping, where: str, is_gt: bool) -> _Video:
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise DataError("expected an 'images' list (PoseTrack18) or an 'annolist' "
+                        "(PoseTrack17)", where)
+    annotations = data.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise DataError("'annotations' must be a list", where)
+    position = {}
+    for index, image in enumerate(images):
+        if not isinstance(image, Mapping) or "id" not in image:
+            raise DataError("image record without an 'id'", where, f"images[{index}]")
+        if image["id"] in position:
+            raise DataError(f"image id {image['id']} listed twice", where, f"images[{index}]")
+        position[image["id"]] = index
+    records = []                                     # poseval drops other image ids silently
+    for index, ann in enumerate(annotations):
+        if not isinstance(ann, Mapping):
+            raise DataError("annotation is not an object", where, f"annotations[{index}]")
+        if ann.get("image_id") in position:
+            records.append((index, ann))
+    frame = np.array([position[ann["image_id"]] for _, ann in records], dtype=np.int64)
+    regions = [_regions_posetrack18(image, where) for image in images]
+    people = _people_from_records(data, records, where, is_gt)
+    return _Video(list(position), np.bincount(frame, minlength=len(images)), regions, frame,
+                  *people)
+
+
+def _people_from_records(data: Mapping, records: list, where: str, is_gt: bool) -> tuple:
+    """xy, present, scores, head_size, track_ids of the records (file order)."""
+    if not records:
+        return (np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS), bool),
+                np.zeros((0, NUM_JOINTS)), np.zeros(0), [])
+    first = records[0][1].get("keypoints")
+    table = _conversion_table(data, len(first) if isinstance(first, list) else -1, where)
+    count = len(table)
+    for index, ann in records:
+        values = ann.get("keypoints")
+        if not isinstance(values, list) or len(values) != 3 * count:
+            raise DataError(f"'keypoints' must be a flat list of {3 * count} numbers",
+                            where, f"annotations[{index}]")
+    raw = _as_float_array([ann["keypoints"] for _, ann in records], "'keypoints'", where)
+    raw = raw.reshape(len(records), count, 3)
+    scores_raw = _scores(records, count, where)
+    columns = [src for src, dst in enumerate(table) if dst is not None]
+    targets = [table[src] for src in columns]
+    xy = np.zeros((len(records), NUM_JOINTS, 2))
+    xy[:, targets] = raw[:, columns, :2]
+    point = raw[:, columns]
+    present = np.zeros((len(records), NUM_JOINTS), bool)
+    # poseval's converter skips a keypoint only when it is exactly (0, 0, 0)
+    present[:, targets] = ~((point[..., 0] == 0) & (point[..., 1] == 0) & (point[..., 2] == 0))
+    scores = np.full((len(records), NUM_JOINTS), np.nan)
+    scores[:, targets] = scores_raw[:, columns]
+    head_size = _head_sizes(records, present, where) if is_gt else np.full(len(records), np.nan)
+    return xy, present, scores, head_size, [ann.get("track_id") for _, ann in records]
+
+
+def _scores(records: list, count: int, where: str) -> np.ndarray:
+    scores = np.full((len(records), count), MIN_SCORE)
+    rows, values = [], []
+    for row, (index, ann) in enumerate(records):
+        given = ann.get("scores")
+        if given:                                    # poseval: missing or [] -> MIN_SCORE
+            if not isinstance(given, list) or len(given) < count:
+                raise DataError(f"'scores' must list {count} numbers", where,
+                                f"annotations[{index}]")
+            rows.append(row)
+            values.append(given[:count])
+    if rows:
+        scores[rows] = _as_float_array(values, "'scores'", where)
+    return scores
+
+
+def _head_sizes(records: list, present: np.ndarray, where: str) -> np.ndarray:
+    boxes = np.full((len(records), 4), np.nan)
+    for row, (index, ann) in enumerate(records):
+        box = ann.get("bbox_head")
+        if box is None:
+            if present[row].any():
+                raise DataError("GT person with joints but no 'bbox_head' (needed for the "
+                                "head size)", where, f"annotations[{index}]")
+            continue
+        if not isinstance(box, list) or len(box) != 4:
+            raise DataError("'bbox_head' must be [x, y, w, h]", where, f"annotations[{index}]")
+        boxes[row] = _as_float_array(box, "'bbox_head'", where, f"annotations[{index}]")
+    # poseval: 0.6 * norm([x2, y2] - [x1, y1]) with x2 = x1 + w as its converter writes it
+    return _head_size(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2],
+                      boxes[:, 1] + boxes[:, 3])
+
+
+def _head_size(x1, y1, x2, y2):
+    return HEAD_SIZE_FACTOR * np.sqrt((x2 - x1) ** 2 + (y2 - y1) ** 2)
+
+
+def _polygon(xs, ys, where: str, record: str) -> np.ndarray | None:
+    points = list(zip(xs or [], ys or []))
+    if not points:
+        return None
+    poly = _as_float_array(points, "ignore region coordinates", where, record)
+    if len(poly) < 3:
+        warnings.warn(f"{where} [{record}]: ignore region with {len(poly)} point(s) ignored "
+                      "(poseval's shapely would reject it)", stacklevel=3)
+        return None
+    return poly
+
+
+def _regions_posetrack18(image: Mapping, where: str) -> list[np.ndarray]:
+    xs, ys = image.get("ignore_regions_x"), image.get("ignore_regions_y")
+    if not xs or not ys:
+        return []
+    record = f"image {image.get('id')}"
+    polys = [_polygon(px, py, where, record) for px, py in zip(xs, ys)]
+    return [p for p in polys if p is not None]
+
+
+def _first(value):
+    """PoseTrack17 stores scalars as one-element lists."""
+    return value[0] if isinstance(value, list) and value else value
+
+
+def _parse_annolist(data: Mapping, where: str, is_gt: bool) -> _Video:
+    entries = data["annolist"]
+    if not isinstance(entries, list):
+        raise DataError("'annolist' must be a list", where)
+    frame, rows, regions, num_records = [], [], [], []
+    for position, entry in enumerate(entries):
+        rects = entry.get("annorect") or []
+        num_records.append(len(rects))
+        for row, rect in enumerate(rects):
+            frame.append(position)
+            rows.append(_annolist_person(rect, where, f"annolist[{position}].annorect[{row}]",
+                                         is_gt))
+        polys = []
+        for region in entry.get("ignore_regions") or []:
+            pts = region.get("point") or []
+            poly = _polygon([_first(p["x"]) for p in pts], [_first(p["y"]) for p in pts],
+                            where, f"annolist[{position}]")
+            if poly is not None:
+                polys.append(poly)
+        regions.append(polys)
+    count = len(rows)
+    stack = (lambda i, shape: np.array([r[i] for r in rows]) if rows else np.zeros(shape))
+    return _Video(list(range(len(entries))), np.array(num_records, dtype=np.int64), regions,
+                  np.array(frame, dtype=np.int64), stack(0, (0, NUM_JOINTS, 2)),
+                  stack(1, (0, NUM_JOINTS)).astype(bool), stack(2, (0, NUM_JOINTS)),
+                  stack(3, (0,)).astype(np.float64), [r[4] for r in rows][:count])
+
+
+def _annolist_person(rect: Mapping, where: str, record: str, is_gt: bool) -> tuple:
+    xy = np.zeros((NUM_JOINTS, 2))
+    present = np.zeros(NUM_JOINTS, bool)
+    scores = np.full(NUM_JOINTS, np.nan)
+    annopoints = rect.get("annopoints") or []
+    points = (annopoints[0].get("point") or []) if annopoints else []
+    for point in points:
+        joint = _first(point.get("id"))
+        if not isinstance(joint, int) or not 0 <= joint < NUM_JOINTS or present[joint]:
+            continue                                  # poseval takes the first point per id
+        xy[joint] = (float(_first(point["x"])), float(_first(point["y"])))
+        score = _first(point.get("score"))
+        scores[joint] = MIN_SCORE if score is None else float(score)
+        present[joint] = True
+    head = np.nan
+    if is_gt and all(k in rect for k in ("x1", "y1", "x2", "y2")):
+        head = float(_head_size(*(float(_first(rect[k])) for k in ("x1", "y1", "x2", "y2"))))
+    elif is_gt and present.any():
+        raise DataError("GT person with joints but no head box x1/y1/x2/y2", where, record)
+    return xy, present, scores, head, _first(rect.get("track_id"))
+
+
+def parse_video(data: Mapping, where: str, is_gt: bool) -> _Video:
+    """Person arrays of one video file (PoseTrack18 ``images`` or PoseTrack17 ``annolist``)."""
+    if not isinstance(data, Mapping):
+        raise DataError(f"expected a JSON object, found {type(data).__name__}", where)
+    if "annolist" in data:
+        return _parse_annolist(data, where, is_gt)
+    return _parse_posetrack18(data, where, is_gt)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Strict interior test like shapely/GEOS ``Polygon.contains``: even-odd ray crossing,
+    points on an edge or vertex are outside. points (N, 2), polygon (M, 2) -> (N,) bool."""
+    result = np.zeros(len(points), bool)
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    candidates = np.flatnonzero(np.all((points > low) & (points < high), axis=1))
+    if candidates.size == 0:
+        return result
+    ring = polygon
+    if not np.array_equal(ring[0], ring[-1]):
+        ring = np.vstack([ring, ring[:1]])
+    x1, y1 = ring[:-1, 0][None], ring[:-1, 1][None]          # (1, M)
+    x2, y2 = ring[1:, 0][None], ring[1:, 1][None]
+    px, py = points[candidates, 0][:, None], points[candidates, 1][:, None]   # (n, 1)
+    considered = ~((x1 < px) & (x2 < px))                    # segments not strictly left
+    at_vertex = (px == x2) & (py == y2)
+    horizontal = (y1 == py) & (y2 == py)
+    on_horizontal = horizontal & (px >= np.minimum(x1, x2)) & (px <= np.maximum(x1, x2))
+    straddles = ((y1 > py) & (y2 <= py)) | ((y2 > py) & (y1 <= py))
+    orient = np.sign((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1))
+    orient = np.where(y2 < y1, -orient, orient)
+    on_edge = considered & ~horizontal & straddles & (orient == 0)
+    on_boundary = (considered & (at_vertex | on_horizontal)) | on_edge
+    crossing = considered & ~at_vertex & ~horizontal & straddles & (orient > 0)
+    inside = (crossing.sum(axis=1) % 2) == 1
+    result[candidates] = inside & ~on_boundary.any(axis=1)
+    return result
+
+
+def _ignored_joints(xy: np.ndarray, regions: list[np.ndarray]) -> np.ndarray:
+    """(A, 15) True for joints strictly inside any region."""
+    flat = xy.reshape(-1, 2)
+    ignored = np.zeros(flat.shape[0], bool)
+    for poly in regions:
+        ignored |= points_in_polygon(flat, poly)
+    return ignored.reshape(xy.shape[:2])
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def match_frames(gt_xy: np.ndarray, gt_present: np.ndarray, head_size: np.ndarray,
+                 pred_xy: np.ndarray, pred_present: np.ndarray) -> np.ndarray:
+    """True-positive label of every predicted joint, poseval's assignGTmulti, per frame.
+
+    gt_xy (F, G, 15, 2), gt_present (F, G, 15), head_size (F, G), pred_xy (F, P, 15, 2),
+    pred_present (F, P, 15) -> labels (F, P, 15). Padding people have no joints.
+    PCKh between each prediction and each GT; each prediction keeps only its best GT
+    (first on ties), then each GT takes its best prediction (first on ties); joints of
+    unmatched predictions are false positives.
+    """
+    num_frames, num_pred, num_gt = pred_xy.shape[0], pred_xy.shape[1], gt_xy.shape[1]
+    if num_pred == 0 or num_gt == 0:
+        return np.zeros((num_frames, num_pred, NUM_JOINTS), bool)
+    delta = pred_xy[:, :, None] - gt_xy[:, None]                         # (F, P, G, 15, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.sqrt(delta[..., 0] ** 2 + delta[..., 1] ** 2) / head_size[:, None, :, None]
+    match = pred_present[:, :, None] & gt_present[:, None] & (dist <= DIST_THRESHOLD)
+    gt_joints = gt_present.sum(axis=2)[:, None]                          # (F, 1, G)
+    pck = match.sum(axis=3) / np.maximum(gt_joints, 1)                   # (F, P, G)
+    frames = np.arange(num_frames)[:, None]
+    preds = np.arange(num_pred)[None]
+    best_gt = np.argmax(pck, axis=2)                                     # (F, P)
+    kept = np.zeros_like(pck)
+    kept[frames, preds, best_gt] = pck[frames, preds, best_gt]
+    gt_to_pred = np.argmax(kept, axis=1)                                 # (F, G)
+    gt_matched = kept.max(axis=1) > 0
+    pred_to_gt = np.full((num_frames, num_pred), -1)
+    f_idx, g_idx = np.nonzero(gt_matched)
+    pred_to_gt[f_idx, gt_to_pred[f_idx, g_idx]] = g_idx
+    labels = match[frames, preds, np.maximum(pred_to_gt, 0)]             # (F, P, 15)
+    labels[pred_to_gt < 0] = False
+    return labels
+
+
+def _pad(frame: np.ndarray, num_frames: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Scatter per-person arrays (A, ...) into (F, max people, ...) by frame, keeping order.
+    ``frame`` must be sorted."""
+    counts = np.bincount(frame, minlength=num_frames)
+    width = int(counts.max()) if counts.size else 0
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(frame)) - starts[frame]
+    padded = []
+    for array in arrays:
+        out = np.zeros((num_frames, width) + array.shape[1:], array.dtype)
+        out[frame, rank] = array
+        padded.append(out)
+    return padded
+
+
+# --------------------------------------------------------------------------- AP
+
+
+def precision_recall(scores: np.ndarray, labels: np.ndarray, num_gt: float):
+    """poseval's computeRPC: sort by score (numpy's default argsort, reversed)."""
+    order = np.asarray(scores).argsort()[::-1]
+    true_pos = np.cumsum(np.asarray(labels)[order] == 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = true_pos / np.float64(num_gt)
+    precision = true_pos / np.arange(1, len(order) + 1)
+    return precision, recall, order
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the monotone (right-to-left running max) precision envelope."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return float(np.sum((mrec[steps] - mrec[steps - 1]) * mpre[steps]))
+
+
+def _joint_metrics(scores: np.ndarray, labels: np.ndarray, num_gt: float):
+    """AP, precision, recall (percent) of one joint; zeros when nothing was predicted."""
+    if scores.size == 0:
+        return 0.0, 0.0, 0.0
+    precision, recall, _ = precision_recall(scores, labels, num_gt)
+    with np.errstate(invalid="ignore"):
+        ap = voc_ap(recall, precision)
+    return ap * 100, precision[-1] * 100, recall[-1] * 100
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _pred_positions(name: str, gt_video: _Video, pred_video: _Video, strict: bool,
+                    by_position: bool) -> np.ndarray:
+    """GT frame position of each predicted person (-1: frame not in the GT)."""
+    num_gt, num_pred = len(gt_video.keys), len(pred_video.keys)
+    if num_pred != num_gt and strict:
+        raise DataError(f"{num_pred} prediction frames but {num_gt} GT frames "
+                        "(poseval needs every frame of the video)", None, name)
+    if by_position:
+        mapping = np.array([i if i < num_gt else -1 for i in range(num_pred)], dtype=np.int64)
+    else:
+        gt_position = {key: i for i, key in enumerate(gt_video.keys)}
+        missing = [key for key in gt_video.keys if key not in set(pred_video.keys)]
+        if missing and strict:
+            raise DataError(f"prediction lacks GT image id(s) {missing[:5]}", None, name)
+        if not missing and pred_video.keys != gt_video.keys:
+            warnings.warn(f"{name}: prediction frames are in another order than the GT; "
+                          "poseval pairs frames by position and would mis-score this file",
+                          stacklevel=4)
+        mapping = np.array([gt_position.get(key, -1) for key in pred_video.keys], np.int64)
+    if not len(pred_video.frame):
+        return np.zeros(0, np.int64)
+    return mapping[pred_video.frame]
+
+
+def _check_track_ids(name: str, video: _Video) -> None:
+    by_frame: dict = {}
+    for position, track_id in zip(video.frame.tolist(), video.track_ids):
+        where = f"{name} image {video.keys[position]}"
+        if track_id is None:
+            raise DataError("prediction person without 'track_id' (poseval requires one)",
+                            None, where)
+        if isinstance(track_id, (int, float)) and track_id >= MAX_TRACK_ID:
+            raise DataError(f"track id {track_id} >= {MAX_TRACK_ID} (poseval asserts below)",
+                            None, where)
+        seen = by_frame.setdefault(position, set())
+        if str(track_id) in seen:
+            raise DataError(f"track id {track_id} repeated in the frame (poseval needs "
+                            "unique ids per frame)", None, where)
+        seen.add(str(track_id))
+
+
+@dataclass
+class _VideoOutcome:
+    scores: np.ndarray      # (n, 15) kept predictions, frame then file order
+    labels: np.ndarray      # (n, 15)
+    present: np.ndarray     # (n, 15)
+    gt_joints: np.ndarray   # (15,)
+    frames: int
+    gt_people: int
+
+
+def _evaluate_video(name: str, gt_video: _Video, pred_video: _Video, pred_frame: np.ndarray,
+                    image_ids: set | None) -> _VideoOutcome:
+    # poseval keeps the GT frames with at least one person record (is_labeled is not read)
+    selected = gt_video.num_records > 0
+    if image_ids is not None:
+        selected &= np.array([key in image_ids for key in gt_video.keys], bool)
+    gt_keep = selected[gt_video.frame] if len(gt_video.frame) else np.zeros(0, bool)
+    pred_keep = (pred_frame >= 0)
+    pred_keep[pred_keep] = selected[pred_frame[pred_keep]]
+    gt_present = gt_video.present.copy()
+    pred_present = pred_video.present.copy()
+    for position in np.flatnonzero(selected):
+        regions = gt_video.regions[position]
+        if regions:
+            rows = np.flatnonzero(gt_video.frame == position)
+            gt_present[rows] &= ~_ignored_joints(gt_video.xy[rows], regions)
+            rows = np.flatnonzero(pred_frame == position)
+            pred_present[rows] &= ~_ignored_joints(pred_video.xy[rows], regions)
+    # people left without joints are dropped (they can neither match nor score)
+    gt_rows = np.flatnonzero(gt_keep & gt_present.any(axis=1))
+    pred_rows = np.flatnonzero(pred_keep & pred_present.any(axis=1))
+    gt_rows = gt_rows[np.argsort(gt_video.frame[gt_rows], kind="stable")]
+    pred_rows = pred_rows[np.argsort(pred_frame[pred_rows], kind="stable")]
+    num_frames = len(gt_video.keys)
+    g_xy, g_present, g_head = _pad(gt_video.frame[gt_rows], num_frames, gt_video.xy[gt_rows],
+                                   gt_present[gt_rows], gt_video.head_size[gt_rows])
+    p_frame = pred_frame[pred_rows]
+    p_xy, p_present = _pad(p_frame, num_frames, pred_video.xy[pred_rows],
+                           pred_present[pred_rows])
+    labels = match_frames(g_xy, g_present, g_head, p_xy, p_present)
+    counts = np.bincount(p_frame, minlength=num_frames)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(p_frame)) - starts[p_frame]
+    return _VideoOutcome(pred_video.scores[pred_rows], labels[p_frame, rank],
+                         pred_present[pred_rows], gt_present[gt_rows].sum(axis=0),
+                         int(selected.sum()), len(gt_rows))
+
+
+def evaluate_posetrack(gt: Mapping[str, Mapping], pred: Mapping[str, Mapping],
+                       image_ids: set | None = None, strict: bool = True) -> MapResult:
+    """poseval's AP on ``video name -> JSON dict`` maps (videos taken in sorted order).
+
+    ``image_ids`` restricts the evaluation to those GT frames. ``strict`` enforces what
+    poseval enforces on prediction files (every frame present, a ``track_id`` below 10000
+    unique per frame); without it such files are scored as far as possible.
+    """
+    missing = sorted(set(gt) - set(pred))
+    if missing:
+        raise DataError(f"no prediction for GT video(s): {', '.join(missing[:10])}"
+                        + (" ..." if len(missing) > 10 else ""), None, missing[0])
+    extra = sorted(set(pred) - set(gt))
+    if extra:
+        warnings.warn(f"{len(extra)} predicted video(s) without GT ignored: "
+                      f"{', '.join(extra[:5])}", stacklevel=2)
+    outcomes = []
+    num_pred_people = 0
+    for name in sorted(gt):
+        gt_video = parse_video(gt[name], f"GT {name}", is_gt=True)
+        pred_video = parse_video(pred[name], f"prediction {name}", is_gt=False)
+        if strict:
+            _check_track_ids(name, pred_video)
+        by_position = "annolist" in gt[name] or "annolist" in pred[name]
+        pred_frame = _pred_positions(name, gt_video, pred_video, strict, by_position)
+        outcome = _evaluate_video(name, gt_video, pred_video, pred_frame, image_ids)
+        outcomes.append(outcome)
+        num_pred_people += len(outcome.scores)
+    return _summarise(outcomes, num_pred_people)
+
+
+def _summarise(outcomes: list[_VideoOutcome], num_pred_people: int) -> MapResult:
+    scores = np.concatenate([o.scores for o in outcomes] + [np.zeros((0, NUM_JOINTS))])
+    labels = np.concatenate([o.labels for o in outcomes] + [np.zeros((0, NUM_JOINTS), bool)])
+    present = np.concatenate([o.present for o in outcomes] + [np.zeros((0, NUM_JOINTS), bool)])
+    num_gt_joints = np.sum([o.gt_joints for o in outcomes] + [np.zeros(NUM_JOINTS, np.int64)],
+                           axis=0)
+    ap, precision, recall = (np.zeros(NUM_JOINTS) for _ in range(3))
+    for joint in range(NUM_JOINTS):
+        keep = present[:, joint]
+        ap[joint], precision[joint], recall[joint] = _joint_metrics(
+            scores[keep, joint], labels[keep, joint].astype(np.int8), float(num_gt_joints[joint]))
+    return MapResult(ap=ap, precision=precision, recall=recall, num_gt_joints=num_gt_joints,
+                     num_pred_joints=present.sum(axis=0),
+                     num_frames=sum(o.frames for o in outcomes),
+                     num_videos=sum(o.frames > 0 for o in outcomes),
+                     num_gt_people=sum(o.gt_people for o in outcomes),
+                     num_pred_people=num_pred_people)
+
+
+def image_ids_with(gt: Mapping[str, Mapping], key: str, value=None) -> set:
+    """GT image ids whose record has a truthy ``key`` (or ``value`` equal to / in it)."""
+    ids = set()
+    for data in gt.values():
+        for image in data.get("images") or []:
+            field_value = image.get(key)
+            if value is None:
+                hit = bool(field_value)
+            elif isinstance(field_value, list):
+                hit = value in field_value or value in map(str, field_value)
+            else:
+                hit = field_value == value or str(field_value) == str(value)
+            if hit:
+                ids.add(image.get("id"))
+    return ids

@@ -1,0 +1,122 @@
+"""Named model presets: ``create_model(name, **overrides)``, ``list_models()``.
+
+A preset is a builder (a model class), its default keyword arguments and a one-line
+description. Overrides are keyword arguments of the builder; anything else is a
+:class:`~glsmamba.errors.ConfigError` that lists what is accepted.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from glsmamba.errors import ConfigError
+
+# Width D of GLSMamba-B: gives 9.78 M trainable parameters (paper: 9.8 M), see docs/MODEL.md
+GLSMAMBA_B_DIM = 276
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def accepted(self) -> list[str]:
+        params = inspect.signature(self.builder).parameters
+        return sorted(p for p in params if p not in ("self",))
+
+    def kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        accepted = set(self.accepted())
+        unknown = sorted(set(overrides) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"model {self.name!r}: unknown override(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(accepted))}")
+        return {**self.defaults, **overrides}
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], description: str = "",
+                   **defaults: Any) -> ModelSpec:
+    """Register a preset (replaces one of the same name)."""
+    spec = ModelSpec(name, builder, dict(defaults), description)
+    spec.kwargs(defaults)  # defaults must be valid arguments too
+    _REGISTRY[name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    _ensure_presets()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build preset ``name`` with keyword overrides (e.g. ``num_joints=15``)."""
+    spec = get_spec(name)
+    kwargs = spec.kwargs(overrides)
+    try:
+        return spec.builder(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"model {name!r}: {err}") from err
+
+
+def list_models() -> list[tuple[str, str]]:
+    """(name, one-line description) of every preset, in registration order."""
+    _ensure_presets()
+    return [(spec.name, spec.description) for spec in _REGISTRY.values()]
+
+
+_PRESETS_DONE = False
+
+
+def _ensure_presets() -> None:
+    global _PRESETS_DONE
+    if _PRESETS_DONE:
+        return
+    _PRESETS_DONE = True
+    _register_presets()
+
+
+def _register_presets() -> None:
+    from glsmamba.models.glsmamba import GLSMamba, ViTPoseBaseline
+    from glsmamba.models.transformer import TransformerPose
+
+    b = dict(encoder_arch="vit-b", dim=GLSMAMBA_B_DIM, input_size=(192, 256), num_frames=5)
+    register_model("glsmamba-b", GLSMamba, "GLSMamba-B: frozen ViTPose-B, 1/4 res, 4 GSM + 2 LRM", **b)
+    register_model("glsmamba-h", GLSMamba, "GLSMamba-H: frozen ViTPose-H, 1/4 res, 4 GSM + 2 LRM",
+                   **{**b, "encoder_arch": "vit-h"})
+    register_model("glsmamba-b-lr", GLSMamba,
+                   "GLSMamba-BLR: ViT-B tokens at 1/16, heatmaps up-sampled x4 in the head",
+                   **b, feature_stride=16)
+    register_model("glsmamba-tiny", GLSMamba,
+                   "CPU demo: vit-tiny encoder, 128x96 input, D=32, 2 GSM + 1 LRM, d_state 4",
+                   encoder_arch="vit-tiny", input_size=(96, 128), num_frames=5, dim=32,
+                   gsm_depth=2, lrm_depth=1, d_state=4, mlp_ratio=2.0)
+    register_model("glsmamba-b-unified", GLSMamba, "ablation: unified scan only (2 paths, no STMM)",
+                   **b, scan_types=("unified",))
+    register_model("glsmamba-b-unified-spatial", GLSMamba,
+                   "ablation: unified + spatial scans (4 paths) with STMM", **b,
+                   scan_types=("unified", "spatial"))
+    register_model("glsmamba-b-no-stmm", GLSMamba,
+                   "ablation: full STS6D, scan types summed instead of STMM", **b, use_stmm=False)
+    register_model("glsmamba-b-no-lrm", GLSMamba, "ablation: 4 GSM blocks, no LRM", **b, lrm_depth=0)
+    register_model("vitpose-b", ViTPoseBaseline, "backbone only: single-frame ViTPose-B + 1x1 head",
+                   encoder_arch="vit-b", input_size=(192, 256), num_frames=5)
+    register_model("vitpose-tiny", ViTPoseBaseline, "backbone only: single-frame vit-tiny, 128x96",
+                   encoder_arch="vit-tiny", input_size=(96, 128), num_frames=5)
+    trans = dict(encoder_arch="vit-b", input_size=(192, 256), num_frames=5, dim=768, depth=6,
+                 num_heads=12)
+    for suffix, stride, label in (("lr", 16, "1/16"), ("nr", 8, "1/8"), ("hr", 4, "1/4")):
+        register_model(f"trans-b-{suffix}", TransformerPose,
+                       f"attention baseline: global MHSA over T*H*W tokens at {label} (D=768, 6 blocks)",
+                       **trans, feature_stride=stride)

@@ -1,0 +1,265 @@
+"""Modulated deformable convolution (DCNv2) in pure PyTorch.
+
+Conventions follow ``torchvision.ops.deform_conv2d``:
+
+* ``offset`` (B, 2 * offset_groups * kh * kw, Hout, Wout) holds (dy, dx) pairs, one pair
+  per kernel location, kernel locations in row-major order, offset groups outermost;
+* ``mask`` (B, offset_groups * kh * kw, Hout, Wout) is already in [0, 1] (the caller
+  applies the sigmoid);
+* kernel location (i, j) of output pixel (oy, ox) samples the input at
+  ``y = oy * stride_h - pad_h + i * dilation_h + dy`` and
+  ``x = ox * stride_w - pad_w + j * dilation_w + dx`` with bilinear interpolation in
+  which every corner outside the image counts as zero.
+
+The samples are gathered with one ``grid_sample`` call (``align_corners=False``, pixel
+``x`` maps to ``(2x + 1) / W - 1``, ``padding_mode="zeros"``, which is exactly the
+zero-corner rule above), scaled by the mask and contracted with the weight in one
+batched matmul. Autograd gives the backward for every input.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["modulated_deform_conv2d", "ModulatedDeformConv2d", "DeformConvPack"]
+
+IntPair = int | tuple[int, int]
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _check_shapes(x, offset, mask, weight, bias, out_hw) -> tuple[int, int]:
+    """Validate shapes; return (groups, offset_groups)."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be (B, Cin, H, W), got shape {tuple(x.shape)}")
+    batch, in_channels = x.shape[:2]
+    out_channels, in_per_group, kh, kw = weight.shape
+    if in_channels % in_per_group != 0:
+        raise ValueError(
+            f"weight expects {in_per_group} input channels per group, x has {in_channels}"
+        )
+    groups = in_channels // in_per_group
+    if out_channels % groups != 0:
+        raise ValueError(f"out channels {out_channels} not divisible by groups {groups}")
+    taps = kh * kw
+    if offset.dim() != 4 or offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(
+            f"offset must be (B, 2*offset_groups*{kh}*{kw}, Hout, Wout), got {tuple(offset.shape)}"
+        )
+    offset_groups = offset.shape[1] // (2 * taps)
+    if in_channels % offset_groups != 0:
+        raise ValueError(
+            f"input channels {in_channels} not divisible by offset_groups {offset_groups}"
+        )
+    expected_offset = (batch, 2 * offset_groups * taps, *out_hw)
+    if tuple(offset.shape) != expected_offset:
+        raise ValueError(f"offset shape {tuple(offset.shape)}, expected {expected_offset}")
+    expected_mask = (batch, offset_groups * taps, *out_hw)
+    if mask is not None and tuple(mask.shape) != expected_mask:
+        raise ValueError(f"mask shape {tuple(mask.shape)}, expected {expected_mask}")
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"bias shape {tuple(bias.shape)}, expected ({out_channels},)")
+    return groups, offset_groups
+
+
+def _sampling_grid(
+    offset: torch.Tensor,
+    kernel: tuple[int, int],
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """Normalised grid_sample coordinates (B*G, taps*Hout, Wout, 2) as (x, y)."""
+    batch = offset.shape[0]
+    kh, kw = kernel
+    height, width = in_hw
+    out_h, out_w = out_hw
+    offset = offset.view(batch, -1, kh * kw, 2, out_h, out_w)  # (B, G, taps, 2, Ho, Wo)
+    groups = offset.shape[1]
+    opts = dict(dtype=offset.dtype, device=offset.device)
+    tap_y = torch.arange(kh, **opts).repeat_interleave(kw) * dilation[0]  # (taps,)
+    tap_x = torch.arange(kw, **opts).repeat(kh) * dilation[1]
+    base_y = torch.arange(out_h, **opts) * stride[0] - padding[0]  # (Ho,)
+    base_x = torch.arange(out_w, **opts) * stride[1] - padding[1]  # (Wo,)
+    # pixel -> normalised coordinate for align_corners=False: (2p + 1) / size - 1
+    pos_y = tap_y.view(-1, 1, 1) + base_y.view(1, -1, 1) + offset[:, :, :, 0]
+    pos_x = tap_x.view(-1, 1, 1) + base_x.view(1, 1, -1) + offset[:, :, :, 1]
+    grid_y = (2.0 * pos_y + 1.0) / height - 1.0  # (B, G, taps, Ho, Wo)
+    grid_x = (2.0 * pos_x + 1.0) / width - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1)  # (B, G, taps, Ho, Wo, 2)
+    return grid.view(batch * groups, kh * kw * out_h, out_w, 2)
+
+
+def modulated_deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+) -> torch.Tensor:
+    """DCNv2: (B, Cin, H, W) -> (B, Cout, Hout, Wout).
+
+    ``weight`` is (Cout, Cin / groups, kh, kw); ``groups`` and ``offset_groups`` are
+    read from the shapes of ``weight`` and ``offset``. ``mask=None`` means all ones
+    (DCNv1).
+    """
+    stride, padding, dilation = (
+        _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"))
+    kh, kw = weight.shape[-2:]
+    height, width = x.shape[-2:]
+    out_hw = (
+        _output_size(height, kh, stride[0], padding[0], dilation[0]),
+        _output_size(width, kw, stride[1], padding[1], dilation[1]),
+    )
+    groups, offset_groups = _check_shapes(x, offset, mask, weight, bias, out_hw)
+    batch, in_channels = x.shape[:2]
+    taps, length = kh * kw, out_hw[0] * out_hw[1]
+
+    grid = _sampling_grid(
+        offset.to(x.dtype), (kh, kw), (height, width), out_hw, stride, padding, dilation)
+    images = x.reshape(batch * offset_groups, in_channels // offset_groups, height, width)
+    samples = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )  # (B*G, Cin/G, taps*Ho, Wo)
+    samples = samples.view(batch, offset_groups, in_channels // offset_groups, taps, length)
+    if mask is not None:
+        samples = samples * mask.to(x.dtype).view(batch, offset_groups, 1, taps, length)
+    # channel order (G, Cin/G) == Cin, so columns are already (Cin, taps) per position
+    columns = samples.view(batch, groups, (in_channels // groups) * taps, length)
+    out_channels = weight.shape[0]
+    kernel = weight.reshape(groups, out_channels // groups, -1)  # (groups, Cout/g, Cin/g*taps)
+    out = torch.matmul(kernel, columns)  # (B, groups, Cout/g, L)
+    out = out.reshape(batch, out_channels, *out_hw)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """DCNv2 layer; offsets and mask come from the caller: ``forward(x, offset, mask)``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair = 3,
+        stride: IntPair = 1,
+        padding: IntPair = 1,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        offset_groups: int = 1,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels {in_channels} and out_channels {out_channels} must be "
+                f"divisible by groups {groups}")
+        if in_channels % offset_groups:
+            raise ValueError(
+                f"in_channels {in_channels} not divisible by offset_groups {offset_groups}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        self.groups = groups
+        self.offset_groups = offset_groups
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Same initialisation as nn.Conv2d."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(
+        self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        return modulated_deform_conv2d(
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, offset_groups={self.offset_groups}, "
+            f"bias={self.bias is not None}")
+
+
+class DeformConvPack(ModulatedDeformConv2d):
+    """DCNv2 that predicts its own offsets and mask (mmcv's ``ModulatedDeformConv2dPack``).
+
+    ``conv_offset`` maps the guide (default: the input) to
+    ``3 * offset_groups * kh * kw`` channels: the (dy, dx) offsets followed by the mask
+    logits. It is zero-initialised, so at the start the offsets are 0 and the mask is
+    ``sigmoid(0) = 0.5`` everywhere: the layer is a plain convolution with half weights
+    (as in DCNv2 / mmcv).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair = 3,
+        stride: IntPair = 1,
+        padding: IntPair = 1,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        offset_groups: int = 1,
+        bias: bool = True,
+        offset_in_channels: int | None = None,
+    ):
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            offset_groups, bias)
+        self.offset_in_channels = offset_in_channels or in_channels
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        self.conv_offset = nn.Conv2d(
+            self.offset_in_channels, 3 * offset_groups * taps, self.kernel_size,
+            stride=self.stride, padding=self.padding, dilation=self.dilation, bias=True)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def offsets_and_mask(self, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """guide (B, Cg, H, W) -> offset (B, 2*G*taps, Ho, Wo), mask (B, G*taps, Ho, Wo)."""
+        if guide.shape[1] != self.offset_in_channels:
+            raise ValueError(
+                f"guide has {guide.shape[1]} channels, conv_offset expects "
+                f"{self.offset_in_channels}")
+        prediction = self.conv_offset(guide)
+        split = 2 * self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
+        offset, mask_logits = prediction[:, :split], prediction[:, split:]
+        return offset, torch.sigmoid(mask_logits)
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        offset, mask = self.offsets_and_mask(x if guide is None else guide)
+        return modulated_deform_conv2d(
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation)

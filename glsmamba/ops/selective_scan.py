@@ -1,0 +1,117 @@
+"""The selective scan (Mamba S6) used by every GLSMamba mixer, with several backends.
+
+``selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus, backend)`` computes,
+per channel d and state n (VMamba style: K scan paths batched along the channels, each
+path's D channels sharing one B and one C)::
+
+    delta' = softplus(delta + delta_bias)  (or delta + delta_bias)
+    h_t    = exp(delta'_t A) * h_{t-1} + delta'_t B_t u_t,   h_0 = 0
+    y_t    = sum_n C_tn h_tn + D u_t
+
+Backends: ``"chunked"`` (default, plain PyTorch, CPU and GPU), ``"cuda"`` (mamba_ssm's
+compiled kernel), ``"reference"`` (sequential loop, for tests). ``"auto"`` picks cuda
+when the compiled module imports and the tensors are on CUDA, else chunked. The
+environment variable ``GLSMAMBA_SCAN_BACKEND`` overrides what ``"auto"`` picks.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from glsmamba.errors import ConfigError
+
+BACKENDS = ("auto", "reference", "chunked", "cuda")
+ENV_BACKEND = "GLSMAMBA_SCAN_BACKEND"
+
+
+def available_backends() -> list[str]:
+    """Backends that can run here (``"cuda"`` only when its compiled module imports)."""
+    from glsmamba.ops import scan_cuda
+
+    names = ["chunked", "reference"]
+    if scan_cuda.is_available():
+        names.insert(0, "cuda")
+    return names
+
+
+def check_scan_inputs(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+) -> None:
+    """Raise ``ValueError`` naming the argument whose shape does not fit the others."""
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must be (B, K*D, L), got shape {tuple(u.shape)}")
+    batch, channels, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"selective_scan: delta shape {tuple(delta.shape)} != u shape {tuple(u.shape)}")
+    if A.dim() != 2 or A.shape[0] != channels:
+        raise ValueError(f"selective_scan: A must be (K*D={channels}, N), got {tuple(A.shape)}")
+    n_state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() != 4 or t.shape[0] != batch or t.shape[2] != n_state or t.shape[3] != length:
+            raise ValueError(
+                f"selective_scan: {name} must be (B={batch}, K, N={n_state}, L={length}), got {tuple(t.shape)}"
+            )
+    if B.shape[1] != C.shape[1]:
+        raise ValueError(f"selective_scan: B has {B.shape[1]} paths but C has {C.shape[1]}")
+    groups = B.shape[1]
+    if groups == 0 or channels % groups:
+        raise ValueError(f"selective_scan: K*D={channels} channels not divisible by K={groups} paths")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and tuple(t.shape) != (channels,):
+            raise ValueError(f"selective_scan: {name} must be (K*D={channels},), got {tuple(t.shape)}")
+    devices = {t.device for t in (u, delta, A, B, C, D, delta_bias) if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"selective_scan: inputs on different devices {sorted(map(str, devices))}")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``"auto"`` (or the env override) into a concrete backend name."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown selective-scan backend {backend!r}; choose from {BACKENDS}")
+    if backend == "auto":
+        backend = os.environ.get(ENV_BACKEND, "auto") or "auto"
+        if backend not in BACKENDS:
+            raise ConfigError(f"{ENV_BACKEND}={backend!r} is not one of {BACKENDS}")
+    if backend == "auto":
+        from glsmamba.ops import scan_cuda
+
+        return "cuda" if device.type == "cuda" and scan_cuda.is_available() else "chunked"
+    return backend
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """S6 scan over K paths batched along channels.
+
+    u, delta: (B, K*D, L); A: (K*D, N); B, C: (B, K, N, L); D, delta_bias: (K*D,).
+    Returns y (B, K*D, L) in float32 (float64 if the inputs are float64).
+    """
+    check_scan_inputs(u, delta, A, B, C, D, delta_bias)
+    name = resolve_backend(backend, u.device)
+    if name == "reference":
+        from glsmamba.ops.scan_reference import selective_scan_reference
+
+        return selective_scan_reference(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "cuda":
+        from glsmamba.ops.scan_cuda import selective_scan_cuda
+
+        return selective_scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    from glsmamba.ops.scan_chunked import selective_scan_chunked
+
+    return selective_scan_chunked(u, delta, A, B, C, D, delta_bias, delta_softplus)
