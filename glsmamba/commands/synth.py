@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from glsmamba.errors import ConfigError
@@ -49,7 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--det-fp", type=float, default=0.1, help="false positive boxes per frame (default 0.1)")
     parser.add_argument("--motions", default=None,
                         help="comma-separated clip names (default: all; e.g. walk,run,dance_a)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes (default 0: one per CPU core, at most 4); "
+                             "the output does not depend on it")
     parser.add_argument("--overwrite", action="store_true", help="replace a previously generated benchmark in --out")
     parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png (contact sheet)")
     parser.add_argument("--preview-only", action="store_true",
@@ -71,13 +74,14 @@ def run(args: argparse.Namespace) -> int:
         motions = [name.strip() for name in args.motions.split(",") if name.strip()]
         if not motions:
             raise ConfigError("--motions is empty")
+    workers = args.workers if args.workers > 0 else min(4, os.cpu_count() or 1)
     start = time.perf_counter()
     root = generate_dataset(
         args.out, videos=args.videos, frames=args.frames, seed=args.seed, size=args.size,
         people=args.people, hard_rate=args.hard_rate, val_fraction=args.val_fraction,
         fps=args.fps, label_stride=args.label_stride, jpeg_quality=args.jpeg_quality,
         det_jitter=args.det_jitter, det_miss=args.det_miss, det_false_positives=args.det_fp,
-        motions=motions, workers=args.workers, overwrite=args.overwrite,
+        motions=motions, workers=workers, overwrite=args.overwrite,
         preview=args.preview, progress=not args.quiet,
     )
     print(f"wrote {args.videos} videos x {args.frames} frames to {root} "

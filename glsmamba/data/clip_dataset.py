@@ -9,7 +9,6 @@ the number of workers; call ``set_epoch`` each epoch to vary the augmentation.
 """
 from __future__ import annotations
 
-import os
 import random
 from typing import Callable, Sequence
 
@@ -28,7 +27,12 @@ from glsmamba.data.transforms import (MEAN_RGB, STD_RGB, BoxToCenterScale, ClipA
 class ClipDataset(Dataset):
     """Items are dicts: ``clip`` (T, 3, H, W) float32, ``heatmaps`` (K, h, w) and
     ``target_weight`` (K,) when the pipeline makes targets, ``center`` (2,), ``scale`` (2,)
-    (crop size in pixels), ``rotation``, ``flipped``, ``bbox_score``, ``index``."""
+    (crop size in pixels), ``rotation``, ``flipped``, ``bbox_score``, ``index``.
+
+    The parsers already put their data root into the samples' paths; ``data_root`` here is
+    for samples built elsewhere with relative paths (:class:`LoadClip` joins it; an absolute
+    path is kept as is).
+    """
 
     def __init__(self, samples: Sequence[PoseSample], pipeline: Callable[[dict], dict],
                  data_root: str | None = None, seed: int | None = None):
@@ -49,16 +53,12 @@ class ClipDataset(Dataset):
             return np.random.default_rng((self.seed, self.epoch, index))
         return np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
 
-    def _paths(self, sample: PoseSample) -> list[str]:
-        if not self.data_root:
-            return list(sample.frame_paths)
-        return [os.path.join(self.data_root, p) for p in sample.frame_paths]
-
     def results_of(self, index: int) -> dict:
         """The pipeline's input dict for sample ``index``."""
         sample = self.samples[index]
         return {
-            "frame_paths": self._paths(sample),
+            "frame_paths": list(sample.frame_paths),
+            "data_root": self.data_root,
             "bbox_xywh": np.asarray(sample.bbox_xywh, dtype=np.float32),
             "keypoints": np.asarray(sample.keypoints, dtype=np.float32).copy(),
             "visible": np.asarray(sample.visible, dtype=np.float32).copy(),

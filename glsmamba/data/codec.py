@@ -165,29 +165,86 @@ def _quarter_offset(hm: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return 0.25 * torch.stack([torch.sign(dx), torch.sign(dy)], dim=-1)
 
 
-def gaussian_blur(hm: torch.Tensor, kernel_size: int = 11, sigma: float = 2.0) -> torch.Tensor:
-    """Depthwise Gaussian blur of (N, K, h, w) with zero padding, rescaled to each map's peak."""
-    n, k, h, w = hm.shape
+def _blur_matrix(size: int, kernel_size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """(size, size) matrix of a 1-D Gaussian blur with zero padding (row i = output i)."""
     radius = kernel_size // 2
-    taps = torch.arange(-radius, radius + 1, dtype=hm.dtype, device=hm.device)
-    kernel_1d = torch.exp(-taps ** 2 / (2 * sigma ** 2))
-    kernel_1d = kernel_1d / kernel_1d.sum()
-    flat = hm.reshape(n * k, 1, h, w)
-    blurred = F.conv2d(F.pad(flat, (radius, radius, 0, 0)), kernel_1d.view(1, 1, 1, -1))
-    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius)), kernel_1d.view(1, 1, -1, 1))
-    blurred = blurred.reshape(n, k, h, w)
+    taps = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    index = torch.arange(size, device=like.device)
+    offset = index[None, :] - index[:, None]                               # column - row
+    inside = offset.abs() <= radius
+    return torch.where(inside, kernel[(offset + radius).clamp(0, kernel_size - 1)], torch.zeros((), dtype=like.dtype))
+
+
+def gaussian_blur(hm: torch.Tensor, kernel_size: int = 11, sigma: float = 2.0) -> torch.Tensor:
+    """Separable Gaussian blur of (N, K, h, w) with zero padding (as two small matrix
+    products, much faster on CPU than single-channel convolutions), rescaled so that each
+    map keeps its original peak value."""
+    h, w = hm.shape[-2:]
+    blur_rows = _blur_matrix(h, kernel_size, sigma, hm)                    # (h, h)
+    blur_cols = _blur_matrix(w, kernel_size, sigma, hm)                    # (w, w)
+    blurred = blur_rows @ hm @ blur_cols.T
     peak = hm.amax(dim=(-2, -1), keepdim=True)
     blurred_peak = blurred.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     return blurred * peak / blurred_peak
 
 
+def gaussian_blur_reference(hm: torch.Tensor, kernel_size: int = 11, sigma: float = 2.0) -> torch.Tensor:
+    """Plain 2-D convolution version of :func:`gaussian_blur` (for tests)."""
+    n, k, h, w = hm.shape
+    radius = kernel_size // 2
+    taps = torch.arange(-radius, radius + 1, dtype=hm.dtype, device=hm.device)
+    kernel_1d = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel_2d = torch.outer(kernel_1d, kernel_1d)
+    kernel_2d = kernel_2d / kernel_2d.sum()
+    blurred = F.conv2d(hm.reshape(n * k, 1, h, w), kernel_2d[None, None], padding=radius).reshape(n, k, h, w)
+    peak = hm.amax(dim=(-2, -1), keepdim=True)
+    return blurred * peak / blurred.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def _local_patches(hm: torch.Tensor, coords: torch.Tensor, radius: int) -> torch.Tensor:
+    """(N, K, P, P) windows of hm around integer ``coords`` (N, K, 2), P = 2 radius + 1,
+    zero outside the map (gathered directly: the map is never padded or copied)."""
+    n, k, h, w = hm.shape
+    taps = torch.arange(-radius, radius + 1, device=hm.device)
+    xs = coords[..., 0].long()[..., None, None] + taps[None, :]               # (N, K, 1, P)
+    ys = coords[..., 1].long()[..., None, None] + taps[:, None]               # (N, K, P, 1)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)                       # (N, K, P, P)
+    index = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).reshape(n, k, -1)
+    size = 2 * radius + 1
+    values = hm.reshape(n, k, h * w).gather(-1, index).reshape(n, k, size, size)
+    return values * inside
+
+
+def _valid_blur_matrix(out_size: int, kernel_size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """(out, out + kernel - 1) matrix of a 'valid' 1-D Gaussian blur."""
+    radius = kernel_size // 2
+    taps = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    matrix = torch.zeros(out_size, out_size + kernel_size - 1, dtype=like.dtype, device=like.device)
+    for row in range(out_size):
+        matrix[row, row: row + kernel_size] = kernel
+    return matrix
+
+
 def _dark_offset(hm: torch.Tensor, coords: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """DARK sub-pixel offsets at the arg-max ``coords``.
+
+    Only the 5 x 5 window of the blurred log-heatmap around each maximum enters the Taylor
+    expansion, so only that window is blurred (from a (5 + kernel - 1)^2 patch). DARK's
+    rescaling of the blurred map to the original peak multiplies it by a constant, which
+    adds a constant to the log and cancels in every derivative: it is skipped.
+    """
     h, w = hm.shape[-2:]
-    log_hm = torch.log(gaussian_blur(hm, kernel_size, sigma).clamp_min(1e-10))
-    x, y = coords[..., 0], coords[..., 1]
+    radius = kernel_size // 2
+    patch = _local_patches(hm, coords, radius + 2)                              # (N, K, P, P)
+    blur = _valid_blur_matrix(5, kernel_size, sigma, hm)                        # (5, P)
+    log_hm = torch.log((blur @ patch @ blur.T).clamp_min(1e-10))               # (N, K, 5, 5)
 
     def at(ox: int, oy: int) -> torch.Tensor:
-        return _gather(log_hm, x + ox, y + oy)
+        return log_hm[..., 2 + oy, 2 + ox]
 
     centre = at(0, 0)
     dx = 0.5 * (at(1, 0) - at(-1, 0))
@@ -201,6 +258,7 @@ def _dark_offset(hm: torch.Tensor, coords: torch.Tensor, kernel_size: int, sigma
     off_x = -(dyy * dx - dxy * dy) / safe_det
     off_y = -(-dxy * dx + dxx * dy) / safe_det
     offset = torch.stack([off_x, off_y], dim=-1)
+    x, y = coords[..., 0], coords[..., 1]
     usable = ((x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)
               & (dxx < 0) & (det > 1e-12) & (offset.abs() <= 1.0).all(dim=-1))
     return torch.where(usable.unsqueeze(-1), offset, _quarter_offset(hm, coords))

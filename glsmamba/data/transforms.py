@@ -186,8 +186,9 @@ class BoxToCenterScale:
     def __call__(self, results: dict) -> dict:
         box = np.asarray(results["bbox_xywh"], dtype=np.float32)
         if box.shape != (4,) or box[2] <= 0 or box[3] <= 0:
+            paths = results.get("frame_paths") or ["<no image>"]
             raise DataError(f"box must be (x, y, w, h) with positive size, got {box.tolist()}",
-                            None, f"sample {results.get('index', '?')}")
+                            str(paths[len(paths) // 2]), f"sample {results.get('index', '?')}")
         results["center"], results["scale"] = box_to_center_scale(box, self.aspect_ratio, self.padding)
         results.setdefault("rotation", 0.0)
         results.setdefault("flipped", False)

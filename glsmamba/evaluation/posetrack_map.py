@@ -256,7 +256,8 @@ def _as_float_array(values, what: str, where: str, record: str | None = None) ->
         raise DataError(f"{what} must be numbers", where, record) from None
 
 
-def _parse_posetrack18(data: Mapping, where: str, is_gt: bool) -> _Video:
+def _parse_posetrack18(data: Mapping, where: str, is_gt: bool,
+                       only_ids: set | None = None) -> _Video:
     images = data.get("images")
     if not isinstance(images, list):
         raise DataError("expected an 'images' list (PoseTrack18) or an 'annolist' "
@@ -275,7 +276,8 @@ def _parse_posetrack18(data: Mapping, where: str, is_gt: bool) -> _Video:
     for index, ann in enumerate(annotations):
         if not isinstance(ann, Mapping):
             raise DataError("annotation is not an object", where, f"annotations[{index}]")
-        if ann.get("image_id") in position:
+        image_id = ann.get("image_id")
+        if image_id in position and (only_ids is None or image_id in only_ids):
             records.append((index, ann))
     frame = np.array([position[ann["image_id"]] for _, ann in records], dtype=np.int64)
     regions = [_regions_posetrack18(image, where) for image in images]
@@ -427,13 +429,17 @@ def _annolist_person(rect: Mapping, where: str, record: str, is_gt: bool) -> tup
     return xy, present, scores, head, _first(rect.get("track_id"))
 
 
-def parse_video(data: Mapping, where: str, is_gt: bool) -> _Video:
-    """Person arrays of one video file (PoseTrack18 ``images`` or PoseTrack17 ``annolist``)."""
+def parse_video(data: Mapping, where: str, is_gt: bool, only_ids: set | None = None) -> _Video:
+    """Person arrays of one video file (PoseTrack18 ``images`` or PoseTrack17 ``annolist``).
+
+    ``only_ids``: convert only the people of these image ids (PoseTrack18; saves time on
+    predictions for unlabelled frames). Frame keys and counts still cover every image.
+    """
     if not isinstance(data, Mapping):
         raise DataError(f"expected a JSON object, found {type(data).__name__}", where)
     if "annolist" in data:
         return _parse_annolist(data, where, is_gt)
-    return _parse_posetrack18(data, where, is_gt)
+    return _parse_posetrack18(data, where, is_gt, only_ids)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -514,13 +520,18 @@ def match_frames(gt_xy: np.ndarray, gt_present: np.ndarray, head_size: np.ndarra
     return labels
 
 
+def _rank_in_frame(frame: np.ndarray, num_frames: int) -> np.ndarray:
+    """Position of each person within its frame; ``frame`` (A,) must be sorted."""
+    counts = np.bincount(frame, minlength=num_frames)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return np.arange(len(frame)) - starts[frame]
+
+
 def _pad(frame: np.ndarray, num_frames: int, *arrays: np.ndarray) -> list[np.ndarray]:
     """Scatter per-person arrays (A, ...) into (F, max people, ...) by frame, keeping order.
     ``frame`` must be sorted."""
-    counts = np.bincount(frame, minlength=num_frames)
-    width = int(counts.max()) if counts.size else 0
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(frame)) - starts[frame]
+    rank = _rank_in_frame(frame, num_frames)
+    width = int(rank.max()) + 1 if rank.size else 0
     padded = []
     for array in arrays:
         out = np.zeros((num_frames, width) + array.shape[1:], array.dtype)
@@ -570,14 +581,15 @@ def _pred_positions(name: str, gt_video: _Video, pred_video: _Video, strict: boo
     num_gt, num_pred = len(gt_video.keys), len(pred_video.keys)
     if num_pred != num_gt and strict:
         raise DataError(f"{num_pred} prediction frames but {num_gt} GT frames "
-                        "(poseval needs every frame of the video)", None, name)
+                        "(poseval needs every frame of the video)", f"prediction {name}")
     if by_position:
         mapping = np.array([i if i < num_gt else -1 for i in range(num_pred)], dtype=np.int64)
     else:
         gt_position = {key: i for i, key in enumerate(gt_video.keys)}
-        missing = [key for key in gt_video.keys if key not in set(pred_video.keys)]
+        pred_keys = set(pred_video.keys)
+        missing = [key for key in gt_video.keys if key not in pred_keys]
         if missing and strict:
-            raise DataError(f"prediction lacks GT image id(s) {missing[:5]}", None, name)
+            raise DataError(f"prediction lacks GT image id(s) {missing[:5]}", f"prediction {name}")
         if not missing and pred_video.keys != gt_video.keys:
             warnings.warn(f"{name}: prediction frames are in another order than the GT; "
                           "poseval pairs frames by position and would mis-score this file",
@@ -588,20 +600,39 @@ def _pred_positions(name: str, gt_video: _Video, pred_video: _Video, strict: boo
     return mapping[pred_video.frame]
 
 
-def _check_track_ids(name: str, video: _Video) -> None:
+def _warn_unlabelled_with_people(name: str, data: Mapping, video: _Video) -> None:
+    images = data.get("images") or []
+    flagged = [im.get("id") for im, n in zip(images, video.num_records)
+               if n > 0 and isinstance(im, Mapping) and im.get("is_labeled") is False]
+    if flagged:
+        warnings.warn(f"GT {name}: {len(flagged)} frame(s) marked is_labeled=false hold people "
+                      f"(e.g. image {flagged[0]}); poseval scores them, and so do we",
+                      stacklevel=3)
+
+
+def _track_ids_by_image(data: Mapping, video: _Video) -> list[tuple]:
+    """(image key, track id) of every predicted person of the file."""
+    if "annolist" in data:
+        return [(video.keys[f], t) for f, t in zip(video.frame.tolist(), video.track_ids)]
+    keys = set(video.keys)
+    return [(ann.get("image_id"), ann.get("track_id")) for ann in data.get("annotations") or []
+            if isinstance(ann, Mapping) and ann.get("image_id") in keys]
+
+
+def _check_track_ids(name: str, pairs: list[tuple]) -> None:
     by_frame: dict = {}
-    for position, track_id in zip(video.frame.tolist(), video.track_ids):
-        where = f"{name} image {video.keys[position]}"
+    for position, track_id in pairs:
+        where = f"prediction {name} image {position}"
         if track_id is None:
             raise DataError("prediction person without 'track_id' (poseval requires one)",
-                            None, where)
+                            where)
         if isinstance(track_id, (int, float)) and track_id >= MAX_TRACK_ID:
             raise DataError(f"track id {track_id} >= {MAX_TRACK_ID} (poseval asserts below)",
-                            None, where)
+                            where)
         seen = by_frame.setdefault(position, set())
         if str(track_id) in seen:
             raise DataError(f"track id {track_id} repeated in the frame (poseval needs "
-                            "unique ids per frame)", None, where)
+                            "unique ids per frame)", where)
         seen.add(str(track_id))
 
 
@@ -638,16 +669,17 @@ def _evaluate_video(name: str, gt_video: _Video, pred_video: _Video, pred_frame:
     pred_rows = np.flatnonzero(pred_keep & pred_present.any(axis=1))
     gt_rows = gt_rows[np.argsort(gt_video.frame[gt_rows], kind="stable")]
     pred_rows = pred_rows[np.argsort(pred_frame[pred_rows], kind="stable")]
-    num_frames = len(gt_video.keys)
-    g_xy, g_present, g_head = _pad(gt_video.frame[gt_rows], num_frames, gt_video.xy[gt_rows],
+    # batch the selected frames only: compact frame index 0 .. n_selected - 1
+    compact = np.cumsum(selected) - 1
+    num_frames = int(selected.sum())
+    g_frame = compact[gt_video.frame[gt_rows]]
+    g_xy, g_present, g_head = _pad(g_frame, num_frames, gt_video.xy[gt_rows],
                                    gt_present[gt_rows], gt_video.head_size[gt_rows])
-    p_frame = pred_frame[pred_rows]
+    p_frame = compact[pred_frame[pred_rows]]
     p_xy, p_present = _pad(p_frame, num_frames, pred_video.xy[pred_rows],
                            pred_present[pred_rows])
-    labels = match_frames(g_xy, g_present, g_head, p_xy, p_present)
-    counts = np.bincount(p_frame, minlength=num_frames)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(p_frame)) - starts[p_frame]
+    labels = match_frames(g_xy, g_present, g_head, p_xy, p_present)   # (F, P, 15)
+    rank = _rank_in_frame(p_frame, num_frames)
     return _VideoOutcome(pred_video.scores[pred_rows], labels[p_frame, rank],
                          pred_present[pred_rows], gt_present[gt_rows].sum(axis=0),
                          int(selected.sum()), len(gt_rows))
@@ -664,7 +696,7 @@ def evaluate_posetrack(gt: Mapping[str, Mapping], pred: Mapping[str, Mapping],
     missing = sorted(set(gt) - set(pred))
     if missing:
         raise DataError(f"no prediction for GT video(s): {', '.join(missing[:10])}"
-                        + (" ..." if len(missing) > 10 else ""), None, missing[0])
+                        + (" ..." if len(missing) > 10 else ""))
     extra = sorted(set(pred) - set(gt))
     if extra:
         warnings.warn(f"{len(extra)} predicted video(s) without GT ignored: "
@@ -673,9 +705,12 @@ def evaluate_posetrack(gt: Mapping[str, Mapping], pred: Mapping[str, Mapping],
     num_pred_people = 0
     for name in sorted(gt):
         gt_video = parse_video(gt[name], f"GT {name}", is_gt=True)
-        pred_video = parse_video(pred[name], f"prediction {name}", is_gt=False)
+        _warn_unlabelled_with_people(name, gt[name], gt_video)
+        labelled = {k for k, n in zip(gt_video.keys, gt_video.num_records) if n > 0}
+        pred_video = parse_video(pred[name], f"prediction {name}", is_gt=False,
+                                 only_ids=labelled)
         if strict:
-            _check_track_ids(name, pred_video)
+            _check_track_ids(name, _track_ids_by_image(pred[name], pred_video))
         by_position = "annolist" in gt[name] or "annolist" in pred[name]
         pred_frame = _pred_positions(name, gt_video, pred_video, strict, by_position)
         outcome = _evaluate_video(name, gt_video, pred_video, pred_frame, image_ids)

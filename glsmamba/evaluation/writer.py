@@ -71,11 +71,11 @@ def assign_track_ids(track_ids: Sequence) -> list[int]:
 
 def _person_record(pred: Mapping, index: int, image_id, ann_id: int) -> dict:
     keypoints = np.asarray(pred.get("keypoints"), dtype=np.float64)
-    if keypoints.ndim != 2 or keypoints.shape[1] != 3 or keypoints.shape[0] != len(POSETRACK18_KEYPOINTS):
+    if keypoints.shape != (len(POSETRACK18_KEYPOINTS), 3):
         raise DataError(f"keypoints must be ({len(POSETRACK18_KEYPOINTS)}, 3) x, y, score; got "
-                        f"shape {keypoints.shape}", None, f"predictions[{index}]")
+                        f"shape {keypoints.shape}", f"predictions[{index}]")
     if not np.isfinite(keypoints).all():
-        raise DataError("keypoints hold NaN or infinity", None, f"predictions[{index}]")
+        raise DataError("keypoints hold NaN or infinity", f"predictions[{index}]")
     record = {
         "image_id": image_id,
         "id": ann_id,
@@ -88,7 +88,7 @@ def _person_record(pred: Mapping, index: int, image_id, ann_id: int) -> dict:
     score = pred.get("score")
     if score is not None:
         if not math.isfinite(float(score)):
-            raise DataError("person score is NaN or infinite", None, f"predictions[{index}]")
+            raise DataError("person score is NaN or infinite", f"predictions[{index}]")
         record["score"] = float(score)
     return record
 
@@ -97,10 +97,10 @@ def _group_by_image(predictions: Sequence[Mapping], video_of: Mapping) -> dict:
     grouped: dict = {}
     for index, pred in enumerate(predictions):
         if not isinstance(pred, Mapping) or "image_id" not in pred:
-            raise DataError("prediction without 'image_id'", None, f"predictions[{index}]")
+            raise DataError("prediction without 'image_id'", f"predictions[{index}]")
         image_id = _plain_id(pred["image_id"])
         if image_id not in video_of:
-            raise DataError(f"image id {image_id!r} is in no GT video", None,
+            raise DataError(f"image id {image_id!r} is in no GT video",
                             f"predictions[{index}]")
         grouped.setdefault(image_id, []).append((index, pred))
     return grouped
@@ -130,7 +130,7 @@ def write_posetrack_predictions(out_dir: str | Path, videos: Mapping[str, Mappin
     for name, video in videos.items():
         for index, image in enumerate(video.get("images") or []):
             if not isinstance(image, Mapping) or "id" not in image:
-                raise DataError("GT image record without 'id'", None, f"{name} images[{index}]")
+                raise DataError("GT image record without 'id'", f"{name} images[{index}]")
             video_of[_plain_id(image["id"])] = name
     bad = [n for n in videos if not n or Path(n).name != n or n in (".", "..")]
     if bad:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -180,7 +181,7 @@ class VisionTransformer(nn.Module):
         self.grid = (height // PATCH_SIZE, width // PATCH_SIZE)
         self.patch_embed = PatchEmbed(embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear decay
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_path=rate) for rate in rates)
         self.last_norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -303,29 +304,38 @@ def _list_keys(keys: list[str], limit: int = 8) -> str:
     return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _read_checkpoint(path: Path) -> Mapping[str, object]:
+def _read_checkpoint(path: Path, trust_pickle: bool = False) -> Mapping[str, object]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(str(path), device="cpu")
+        if trust_pickle:
+            return torch.load(str(path), map_location="cpu", weights_only=False)
         return _torch_load(path)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # corrupt file, not a checkpoint, unsafe pickle ...
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: holds objects that a weights-only load refuses ({exc}); if you trust the "
+            "file, load it with trust_pickle=True") from exc
+    except Exception as exc:  # corrupt file, not a checkpoint ...
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _numpy_safe_globals() -> list:
+    """numpy scalars / arrays / dtypes that mmcv puts in checkpoint ``meta``."""
+    import numpy as np
+    multiarray = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(name)) for name in
+              ("float16", "float32", "float64", "int32", "int64", "bool", "uint8")]
+    return [multiarray.multiarray.scalar, multiarray.multiarray._reconstruct, np.ndarray,
+            np.dtype, *dtypes]
 
 
 def _torch_load(path: Path) -> Mapping[str, object]:
-    """``torch.load`` with ``weights_only=True``; numpy scalars in mmcv metadata allowed."""
-    try:
-        import numpy as np
-        allowed = [np.core.multiarray.scalar, np.dtype, type(np.dtype("float64")),
-                   type(np.dtype("int64")), type(np.dtype("float32"))]
-    except Exception:  # pragma: no cover - numpy always installed here
-        allowed = []
-    with torch.serialization.safe_globals(allowed):
+    """``torch.load(weights_only=True)`` that also accepts numpy metadata."""
+    with torch.serialization.safe_globals(_numpy_safe_globals()):
         return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
@@ -357,18 +367,19 @@ def _checkpoint_grid(num_patches: int, target: tuple[int, int]) -> tuple[int, in
 
 
 def load_vitpose(encoder: ViTPoseEncoder, path: str | os.PathLike, strict: bool = True,
-                 ignore: Iterable[str] = (), src_grid: tuple[int, int] | None = None
-                 ) -> LoadReport:
+                 ignore: Iterable[str] = (), src_grid: tuple[int, int] | None = None,
+                 trust_pickle: bool = False) -> LoadReport:
     """Load an official ViTPose checkpoint (.pth / .safetensors) into ``encoder``.
 
     Keys matching ``IGNORED_KEYS`` or ``ignore`` (fnmatch patterns) are skipped.
     ``backbone.pos_embed`` is resized bicubically when its grid differs (the checkpoint
     grid is ``src_grid`` or the factorisation closest to the encoder's aspect ratio).
     ``strict=False`` tolerates missing and unexpected keys (listed in the report);
-    shape mismatches always raise ``CheckpointError``.
+    shape mismatches always raise ``CheckpointError``. ``.pth`` files are read with
+    ``weights_only=True`` (numpy metadata allowed); ``trust_pickle=True`` lifts that.
     """
     path = Path(path)
-    state = _state_dict_of(_read_checkpoint(path), path)
+    state = _state_dict_of(_read_checkpoint(path, trust_pickle), path)
     patterns = tuple(IGNORED_KEYS) + tuple(ignore)
     report = LoadReport(path=str(path))
     target = encoder.state_dict()
@@ -425,13 +436,15 @@ def _resize_checkpoint_pos_embed(pos_embed: torch.Tensor, encoder: ViTPoseEncode
 
 # --------------------------------------------------------------------------- cost
 def encoder_flops(arch: str, img_size: tuple[int, int] = (256, 192),
-                  include_decoder: bool = True) -> int:
+                  include_decoder: bool = True, deconv_channels: int | None = None) -> int:
     """Multiply-adds of one crop through the encoder, i.e. "FLOPs" as fvcore / mmcv's
     ``get_flops`` / the ViTPose and GLSMamba papers count them (one multiply-add = 1).
 
     Counted: patch-embedding conv, qkv / proj / MLP linears, the two attention matmuls,
     the deconvs. Not counted (as in those tools): norms, softmax, GELU, biases, adds.
-    Multiply by 2 for the FLOPs-as-two-operations convention.
+    Multiply by 2 for the FLOPs-as-two-operations convention. ViT-B at 256x192:
+    17.10 G backbone only (the 17.1 GFLOPs of the ViTPose paper), 18.51 G with the
+    two deconvs.
     """
     spec = _arch(arch)
     height, width = _check_size(img_size, "img_size")
@@ -442,7 +455,7 @@ def encoder_flops(arch: str, img_size: tuple[int, int] = (256, 192),
     attention = 2 * tokens * tokens * dim  # q k^T and attn @ v
     total = patch_embed + depth * (linears + attention)
     if include_decoder:
-        channels, in_channels = spec["deconv_channels"], dim
+        channels, in_channels = deconv_channels or spec["deconv_channels"], dim
         in_pixels = tokens
         for _ in range(2):  # each input pixel scatters a 4x4 kernel
             total += in_channels * channels * 16 * in_pixels

@@ -33,6 +33,10 @@ LOG2E = 1.0 / math.log(2.0)
 STEP_ELEMS = 1 << 15  # target elements per recurrence step (batch blocking of short sequences)
 SEGMENT_ELEMS = 1 << 20  # target elements per (S, b, K, Dk, N) work buffer (~4 MB)
 MAX_SEGMENT = 256
+# Decays are clamped to >= 2**-64: the dropped part of a state is below 6e-20 of it, and
+# no decay (or product of one with an O(1) state) becomes an fp32 denormal, which costs
+# about 7x on CPU worker threads that did not inherit torch.set_flush_denormal.
+MIN_LOG2_DECAY = -64.0
 _denormals_flushed = False
 
 
@@ -73,7 +77,7 @@ def _decays(ws: _Workspace, delta_seg: torch.Tensor, A2: torch.Tensor, name: str
     n, nb, K, Dk = delta_seg.shape
     decay = ws.take(name, n, nb, K, Dk, A2.shape[-1])
     torch.mul(delta_seg.unsqueeze(-1), A2, out=decay)
-    return decay.exp2_()
+    return decay.clamp_min_(MIN_LOG2_DECAY).exp2_()
 
 
 def _drives(out: torch.Tensor, du_seg: torch.Tensor, B_seg: torch.Tensor) -> torch.Tensor:

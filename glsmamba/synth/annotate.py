@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from glsmamba.synth.body import HEAD_RADIUS, KEYPOINT_NAMES, UNANNOTATED, body_parts, keypoints_3d
-from glsmamba.synth.render import OCCLUDER_LABEL
+from glsmamba.synth.render import OCCLUDER_LABEL, project_parts
 from glsmamba.synth.scene import Scene
 
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
@@ -65,12 +65,10 @@ def person_box(scene: Scene, index: int, frame: int) -> np.ndarray | None:
     camera = scene.cameras[frame]
     track = scene.people[index]
     lows, highs = [], []
-    for part in body_parts(scene.points[index][frame], track.style, track.scale):
-        points = part.points[:1] if part.kind == "head" else part.points
-        pixels, depth = camera.project(points)
-        if (depth <= 0.2).any():
+    parts = body_parts(scene.points[index][frame], track.style, track.scale)
+    for part, pixels, depth, radius in project_parts(parts, camera):
+        if depth <= 0.2:
             continue
-        radius = camera.focal * part.radius / depth.mean()
         lows.append(pixels.min(axis=0) - radius)
         highs.append(pixels.max(axis=0) + radius)
     if not lows:

@@ -37,7 +37,7 @@ BODY_POINTS: dict[str, tuple[str, tuple[float, float, float]]] = {
     "neck": ("neck", (0.0, 0.0, 0.0)),
     "head_centre": ("neck", (0.0, HEAD_CENTRE_Y, 0.0)),
     "head_bottom": ("neck", (0.0, HEAD_CENTRE_Y - HEAD_RADIUS, 0.0)),
-    "head_top": ("neck", (0.0, HEAD_CENTRE_Y + HEAD_RADIUS, 0.0)),
+    "head_top": ("neck", (0.0, HEAD_CENTRE_Y + 0.9 * HEAD_RADIUS, 0.0)),
     "nose": ("neck", (0.95 * HEAD_RADIUS, HEAD_CENTRE_Y - 0.1 * HEAD_RADIUS, 0.0)),
     "head_forward": ("neck", (1.0, HEAD_CENTRE_Y, 0.0)),   # direction helper (unit x)
     "head_up": ("neck", (0.0, HEAD_CENTRE_Y + 1.0, 0.0)),  # direction helper (unit y)

@@ -163,7 +163,15 @@ def image_record(job: VideoJob, frame: int, options: SynthOptions, degradations:
 
 def generate_video(root: Path, job: VideoJob, options: SynthOptions) -> dict:
     """Render, label and write one video; returns its detections and a summary."""
-    cv2.setNumThreads(1)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)       # small images: threads cost more than they give
+    try:
+        return _generate_video(root, job, options)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _generate_video(root: Path, job: VideoJob, options: SynthOptions) -> dict:
     rng = np.random.default_rng([options.seed, job.number])
     scene = sample_scene(rng, options.scene_options(), options.frames)
     detection_rng = np.random.default_rng([options.seed, job.number, 1])

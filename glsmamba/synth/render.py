@@ -38,22 +38,23 @@ def render_background(camera: Camera, background: Background) -> np.ndarray:
     width, height = camera.width, camera.height
     rays = _coarse_rays(camera)                                     # (h, w, 3)
     wall_y, wall_x = _wall_hits(camera, background, rays)           # (h, w) each
-    ground_distance = camera.eye[1] * np.linalg.norm(rays, axis=-1) / np.maximum(-rays[..., 1], 1e-4)
-    elevation = rays[..., 1] / np.linalg.norm(rays, axis=-1)
-    coarse = np.stack([wall_y, wall_x, ground_distance, elevation], axis=-1).astype(np.float32)
-    wall_y, wall_x, ground_distance, elevation = np.moveaxis(
-        cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR), -1, 0)
+    norm = np.linalg.norm(rays, axis=-1)
+    ground_distance = camera.eye[1] * norm / np.maximum(-rays[..., 1], 1e-4)
+    fog = np.clip((ground_distance - 5.0) / 25.0, 0.0, 0.75)
+    weight = np.clip(rays[..., 1] / norm, 0, 1)[..., None]          # sky: 0 at horizon, 1 at zenith
+    sky = background.sky_bottom + weight * (background.sky_top - background.sky_bottom)
+    coarse = np.concatenate([np.stack([wall_y, wall_x, fog], axis=-1), sky], axis=-1).astype(np.float32)
+    full = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)   # (H, W, 6)
+    wall_y, wall_x, fog = full[..., 0], full[..., 1], full[..., 2]
 
-    ground = _ground(camera, background, ground_distance)
+    image = np.clip(full[..., 3:], 0, 255).astype(np.uint8)
     rows = background.wall.shape[0]
     map_y = np.clip((1 - wall_y / background.wall_height) * (rows - 1), 0, rows - 1)
-    wall = cv2.remap(background.wall, wall_x, map_y.astype(np.float32), cv2.INTER_LINEAR,
+    wall = cv2.remap(background.wall, np.ascontiguousarray(wall_x), map_y, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_WRAP)
-    weight = np.clip(elevation, 0, 1)[..., None]
-    sky_bottom = background.sky_bottom.astype(np.float32)
-    sky = (sky_bottom + weight * (background.sky_top.astype(np.float32) - sky_bottom)).astype(np.uint8)
-    image = np.where((wall_y < background.wall_height)[..., None], wall, sky)
-    return np.where((wall_y < 0)[..., None], ground, image)
+    np.copyto(image, wall, where=(wall_y < background.wall_height)[..., None])
+    np.copyto(image, _ground(camera, background, fog), where=(wall_y < 0)[..., None])
+    return image
 
 
 def _coarse_rays(camera: Camera) -> np.ndarray:
@@ -86,8 +87,9 @@ def _wall_hits(camera: Camera, background: Background, rays: np.ndarray) -> tupl
     return camera.eye[1] + t * dy, wall_x
 
 
-def _ground(camera: Camera, background: Background, distance: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8: the ground texture warped onto the image by its homography, with fog."""
+def _ground(camera: Camera, background: Background, fog: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: the ground texture warped onto the image by its homography, faded
+    toward its mean colour by ``fog`` (H, W) in [0, 1]."""
     size = background.ground.shape[0]
     per_metre = size / background.ground_metres
     ex, ey, ez = camera.eye
@@ -101,10 +103,10 @@ def _ground(camera: Camera, background: Background, distance: np.ndarray) -> np.
     matrix = plane @ camera.rotation.T @ intrinsics_inv
     texels = cv2.warpPerspective(background.ground, matrix, (camera.width, camera.height),
                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_WRAP).astype(np.float32)
-    fog = np.clip((distance - 5.0) / 25.0, 0.0, 0.75)[..., None]
-    mean = background.ground_mean.astype(np.float32)
-    return (texels + fog * (mean - texels)).astype(np.uint8)
+                                 borderMode=cv2.BORDER_WRAP)
+    haze = np.empty_like(texels)
+    haze[:] = np.round(background.ground_mean).astype(np.uint8)
+    return cv2.blendLinear(texels, haze, np.ascontiguousarray(1.0 - fog), np.ascontiguousarray(fog))
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,9 +181,19 @@ def draw_head(image: np.ndarray, labels: np.ndarray, part: Part, camera: Camera,
                        cv2.LINE_AA, SHIFT)
 
 
-def _part_depth(part: Part, camera: Camera) -> float:
-    points = part.points[:1] if part.kind == "head" else part.points
-    return float(camera.to_camera(points)[:, 2].mean())
+def project_parts(parts: list[Part], camera: Camera) -> list[tuple[Part, np.ndarray, float, float]]:
+    """(part, pixels (P, 2), mean depth, radius in pixels) of each part, in one projection.
+    A head is placed by its centre (its first point)."""
+    anchors = [part.points[:1] if part.kind == "head" else part.points for part in parts]
+    pixels, depth = camera.project(np.concatenate(anchors))
+    projected, start = [], 0
+    for part, anchor in zip(parts, anchors):
+        stop = start + len(anchor)
+        mean_depth = float(depth[start:stop].mean())
+        radius = camera.focal * part.radius / max(mean_depth, 1e-3)
+        projected.append((part, pixels[start:stop], mean_depth, radius))
+        start = stop
+    return projected
 
 
 def draw_people(image: np.ndarray, labels: np.ndarray, scene: Scene, frame: int) -> None:
@@ -189,19 +201,16 @@ def draw_people(image: np.ndarray, labels: np.ndarray, scene: Scene, frame: int)
     camera = scene.cameras[frame]
     queue = []
     for index, (track, points) in enumerate(zip(scene.people, scene.points)):
-        for part in body_parts(points[frame], track.style, track.scale):
-            queue.append((_part_depth(part, camera), index, part))
-    queue.sort(key=lambda item: -item[0])
-    for depth, index, part in queue:
+        parts = body_parts(points[frame], track.style, track.scale)
+        queue += [(index, *item) for item in project_parts(parts, camera)]
+    queue.sort(key=lambda item: -item[3])
+    for index, part, pixels, depth, radius in queue:
         if depth < 0.2:
             continue
         label = index + 1
         if part.kind == "head":
             draw_head(image, labels, part, camera, scene.people[index].style.hair, label)
-            continue
-        pixels, depths = camera.project(part.points)
-        radius = camera.focal * part.radius / max(float(depths.mean()), 1e-3)
-        if part.kind == "polygon":
+        elif part.kind == "polygon":
             draw_polygon(image, labels, pixels, radius, part.colour, label)
         else:
             draw_capsule(image, labels, pixels[0], pixels[1], radius, part.colour, label)

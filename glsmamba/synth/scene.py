@@ -163,15 +163,33 @@ def _humanoid() -> mocap.Humanoid:
     return _HUMANOID[0]
 
 
-def set_crossing(points: list[list[dict[str, np.ndarray]]], people: list[PersonTrack],
-                 first: int, second: int, view_direction: np.ndarray, rng: np.random.Generator) -> None:
-    """Move ``second`` so that it passes just in front of or behind ``first`` mid-video."""
-    middle = len(points[first]) // 2
+def heading_towards(motion: str, direction: np.ndarray) -> float:
+    """Yaw that makes a clip's net root travel point along ``direction`` (x, z)."""
+    offset = mocap.load_named_motion(motion).cycle_offset
+    travel = np.arctan2(-offset[2], offset[0])                # the clip's own travel yaw
+    return float(np.arctan2(-direction[2], direction[0]) - travel)
+
+
+def set_crossing(people: list[PersonTrack], first: int, second: int, azimuth: float,
+                 num_frames: int, fps: float, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Make ``second`` walk or run across the view and pass just in front of or behind
+    ``first`` mid-video; returns its new body points."""
+    back = np.array([np.cos(azimuth), 0.0, np.sin(azimuth)])
+    side = np.cross(back, np.array([0.0, 1.0, 0.0]))
+    walker = people[second]
+    if walker.motion not in ("walk", "run"):
+        walker.motion = "walk"
+        walker.start_time = float(rng.uniform(0, mocap.load_named_motion("walk").duration))
+    walker.heading = heading_towards(walker.motion, side * rng.choice([-1.0, 1.0]))
+    walker.position = np.zeros(3)
+    points = person_points(walker, num_frames, fps)
+    first_points = person_points(people[first], num_frames, fps)
+    middle = num_frames // 2
     gap = rng.uniform(0.35, 0.7) * rng.choice([-1.0, 1.0])
-    meeting = points[first][middle]["pelvis"] + gap * view_direction
-    shift = (meeting - points[second][middle]["pelvis"]) * np.array([1.0, 0.0, 1.0])
-    people[second].position = people[second].position + shift
-    points[second] = [{name: p + shift for name, p in frame.items()} for frame in points[second]]
+    meeting = first_points[middle]["pelvis"] + gap * back
+    shift = (meeting - points[middle]["pelvis"]) * np.array([1.0, 0.0, 1.0])
+    walker.position = shift
+    return [{name: p + shift for name, p in frame.items()} for frame in points]
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,7 +334,7 @@ def sample_hard_cases(rng: np.random.Generator, scene: Scene) -> None:
         if target is None:
             continue
         centre, person_height = target
-        size = rng.uniform(0.22, 0.4) * person_height
+        size = rng.uniform(0.3, 0.55) * person_height
         scene.occluders.append(make_occluder(rng, frames, centre + rng.normal(0, 0.1 * size, 2), size))
 
 
@@ -346,11 +364,10 @@ def sample_scene(rng: np.random.Generator, options: SceneOptions, num_frames: in
     azimuth = float(rng.uniform(0, 2 * np.pi))
     people = sample_people(rng, options, azimuth)
     points = [person_points(track, num_frames, options.fps) for track in people]
-    view_direction = -np.array([np.cos(azimuth), 0.0, np.sin(azimuth)])
     crossing: tuple[int, ...] = ()
-    if len(people) >= 2 and rng.random() < min(1.0, 2 * options.hard_rate):
+    if len(people) >= 2 and rng.random() < options.hard_rate:
         first, second = (int(i) for i in rng.choice(len(people), 2, replace=False))
-        set_crossing(points, people, first, second, view_direction, rng)
+        points[second] = set_crossing(people, first, second, azimuth, num_frames, options.fps, rng)
         crossing = (first, second)
     cameras = sample_cameras(rng, points, options, azimuth)
     max_distance = max(float(np.linalg.norm(c.eye * np.array([1, 0, 1]))) for c in cameras)

@@ -1,6 +1,8 @@
 """ClipDataset: item contract, frame order inside a clip, seeding, DataLoader batching."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch.utils.data import DataLoader
 from glsmamba.data.clip_dataset import ClipDataset, build_pipeline, worker_init_fn
 from glsmamba.data.datasets import PoseTrack18Dataset
 from glsmamba.data.transforms import MEAN_RGB, STD_RGB
+from glsmamba.errors import DataError
 
 KEYS = {"clip", "heatmaps", "target_weight", "center", "scale", "rotation", "flipped", "bbox_score", "index"}
 
@@ -86,3 +89,38 @@ def test_dataloader_batches_with_workers(tiny_posetrack):
 def test_build_pipeline_rejects_bad_mode():
     with pytest.raises(ValueError, match="mode"):
         build_pipeline("val")
+
+
+def test_fixture_targets_decode_back_to_the_annotation(fixtures_dir):
+    """Real PoseTrack18 frames: target heatmaps -> DARK decode -> inverse affine = GT joints."""
+    from glsmamba.data.codec import HeatmapCodec
+    from glsmamba.data.transforms import crop_to_image
+
+    root = fixtures_dir / "posetrack18"
+    dataset = PoseTrack18Dataset(root / "annotations" / "val", root)
+    samples = [s for s in dataset.samples if s.video_id == "009473_mpii_test"]
+    clips = ClipDataset(samples, build_pipeline("test", metainfo=dataset.metainfo, with_target=True,
+                                                use_joint_weights=False))
+    codec = HeatmapCodec()
+    for index, sample in enumerate(samples):
+        item = clips[index]
+        assert item["clip"].shape == (5, 3, 256, 192) and torch.isfinite(item["clip"]).all()
+        crop_points, _ = codec.decode(item["heatmaps"][None], method="dark")
+        points = crop_to_image(crop_points[0].numpy(), item["center"].numpy(), item["scale"].numpy(),
+                               item["rotation"].item(), codec.input_size)
+        used = item["target_weight"].numpy() > 0
+        assert used.sum() >= 10
+        pixels_per_cell = item["scale"][0].item() / 48
+        error = np.abs(points[used] - sample.keypoints[used]).max()
+        assert error < 0.1 * pixels_per_cell, (error, pixels_per_cell)
+
+
+def test_relative_sample_paths_use_the_data_root(tiny_posetrack):
+    root, _ = tiny_posetrack
+    dataset = PoseTrack18Dataset(root / "annotations" / "val", ".")
+    relative = dataset.samples[:1]
+    assert not Path(relative[0].image_path).is_absolute()
+    item = ClipDataset(relative, build_pipeline("test"), data_root=str(root))[0]
+    assert item["clip"].shape == (5, 3, 256, 192)
+    with pytest.raises(DataError, match="image file not found"):
+        ClipDataset(relative, build_pipeline("test"), data_root=str(root / "nowhere"))[0]

@@ -87,6 +87,8 @@ def test_box_to_center_scale():
     np.testing.assert_allclose(wide, [120, 160])
     with pytest.raises(DataError, match="positive size"):
         BoxToCenterScale()({"bbox_xywh": [0, 0, 0, 5], "index": 3})
+    with pytest.raises(DataError, match=r"b\.jpg \[sample 3\]: box must be"):
+        BoxToCenterScale()({"bbox_xywh": [0, 0, 4, -1], "index": 3, "frame_paths": ["a.jpg", "b.jpg", "c.jpg"]})
 
 
 # ------------------------------------------------------------------ flip

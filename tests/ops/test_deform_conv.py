@@ -11,6 +11,15 @@ from glsmamba.ops.deform_conv import (
     DeformConvPack, ModulatedDeformConv2d, modulated_deform_conv2d)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is faster, and robust when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------- plain reference
 def _bilinear_zero_corners(image: torch.Tensor, y: float, x: float) -> float:
     """torchvision's rule: bilinear, every corner outside the image counts 0."""

@@ -53,6 +53,14 @@ def _frame_sort_key(image: dict) -> tuple:
         return (1, 0, image["file_name"])
 
 
+def _as_int(value: Any, path: str, image: dict) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"'nframes' must be an integer, got {value!r}", path,
+                        f"image id={image.get('id')}") from err
+
+
 class PoseTrackBase(PoseDataset):
     """COCO-style video pose annotations -> :class:`PoseSample` per person box.
 
@@ -128,14 +136,14 @@ class PoseTrackBase(PoseDataset):
             self._annotations.setdefault(image_video[ann["image_id"]], []).append((path, ann))
 
     def _resolve_frames(self, video: VideoInfo) -> None:
-        video.images.sort(key=_frame_sort_key)
-        listed = [self.image_path(image["file_name"]) for image in video.images]
-        nframes = max(int(image.get("nframes") or 0) for image in video.images)
-        video.complete = nframes == 0 or len(video.images) >= nframes
+        ordered = sorted(video.images, key=_frame_sort_key)     # video.images keep the file's order
+        listed = [self.image_path(image["file_name"]) for image in ordered]
+        nframes = max(_as_int(image.get("nframes"), video.ann_file, image) for image in ordered)
+        video.complete = nframes == 0 or len(ordered) >= nframes
         video.frame_paths = listed if video.complete else self._fallback_frames(video, listed)
         position = {path: i for i, path in enumerate(video.frame_paths)}
         self._frame_index[video.name] = {image["id"]: position[path]
-                                         for image, path in zip(video.images, listed)}
+                                         for image, path in zip(ordered, listed)}
 
     def _fallback_frames(self, video: VideoInfo, listed: list[str]) -> list[str]:
         folder = os.path.dirname(listed[0])

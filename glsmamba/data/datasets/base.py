@@ -21,8 +21,9 @@ MODES = ("train", "test")
 class VideoInfo:
     """What a prediction writer needs to emit one file per GT video.
 
-    ``images`` are the raw image records of the video, in frame order, exactly as read;
-    ``frame_paths`` are the paths used for clips (``images`` order, or the fallback listing).
+    ``images`` are the raw image records of the video exactly as read, in the annotation
+    file's order (poseval pairs GT and prediction frames by position); ``frame_paths`` are
+    the frames in video order (``frame_id``), or the fallback folder listing, used for clips.
     """
 
     name: str
@@ -98,10 +99,11 @@ def clip_box_to_image(box: np.ndarray, width: float | None, height: float | None
     """Clip an xywh box to the image (when its size is known), like the peers' box cleaning."""
     if not width or not height:
         return box
-    x1 = np.clip(box[0], 0, width - 1)
-    y1 = np.clip(box[1], 0, height - 1)
-    x2 = np.clip(box[0] + box[2], 0, width - 1)
-    y2 = np.clip(box[1] + box[3], 0, height - 1)
+    x, y, w, h = (float(v) for v in box)
+    x1 = min(max(x, 0.0), width - 1.0)
+    y1 = min(max(y, 0.0), height - 1.0)
+    x2 = min(max(x + w, 0.0), width - 1.0)
+    y2 = min(max(y + h, 0.0), height - 1.0)
     return np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
 
 

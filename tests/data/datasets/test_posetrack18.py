@@ -67,7 +67,9 @@ def test_tiny_folder_and_merged_agree_and_clips_clamp(tiny_posetrack):
     assert len(per_video) == 3
     video = per_video.videos["000001_mpii_test"]
     assert video.complete and len(video.images) == 6
-    assert [im["frame_id"] % 100 for im in video.images] == list(range(6))   # sorted by frame_id
+    # records stay in the file's order (reversed there); frames follow frame_id
+    assert [im["frame_id"] % 100 for im in video.images] == list(range(6))[::-1]
+    assert [Path(p).name for p in video.frame_paths] == [f"{t:06d}.jpg" for t in range(6)]
     names = {s.frame_index: [Path(p).name for p in s.frame_paths]
              for s in per_video.samples if s.video_id == "000001_mpii_test"}
     assert names[2] == ["000000.jpg", "000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"]
@@ -218,3 +220,10 @@ def test_videos_behave_like_mappings_for_writers(tiny_posetrack):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert dataset.check_files() == []
+
+
+def test_bad_nframes_names_the_image(tmp_path):
+    data = _one_image()
+    data["images"][0]["nframes"] = "many"
+    with pytest.raises(DataError, match=r"bad\.json \[image id=1\]: 'nframes' must be an integer"):
+        PoseTrack18Dataset(_write(tmp_path, data), tmp_path)
