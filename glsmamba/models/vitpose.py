@@ -342,7 +342,8 @@ def _torch_load(path: Path) -> Mapping[str, object]:
 def _state_dict_of(checkpoint: Mapping[str, object], path: Path) -> dict[str, torch.Tensor]:
     """Unwrap ``state_dict`` / ``model`` / ``module``, strip ``module.`` prefixes."""
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(checkpoint).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of tensors, got {type(checkpoint).__name__}")
     state = checkpoint
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state.get(wrapper), Mapping):
@@ -351,7 +352,8 @@ def _state_dict_of(checkpoint: Mapping[str, object], path: Path) -> dict[str, to
     tensors = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise CheckpointError(
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         tensors[key[len("module."):] if key.startswith("module.") else key] = value
     if tensors and not any(k.startswith(("backbone.", "keypoint_head.")) for k in tensors) \
             and "patch_embed.proj.weight" in tensors:

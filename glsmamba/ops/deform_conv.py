@@ -120,7 +120,7 @@ def modulated_deform_conv2d(
 
     ``weight`` is (Cout, Cin / groups, kh, kw); ``groups`` and ``offset_groups`` are
     read from the shapes of ``weight`` and ``offset``. ``mask=None`` means all ones
-    (DCNv1).
+    (DCNv1). Sampling runs in at least float32; the output has the weight's dtype.
     """
     stride, padding, dilation = (
         _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"))
@@ -134,15 +134,20 @@ def modulated_deform_conv2d(
     batch, in_channels = x.shape[:2]
     taps, length = kh * kw, out_hw[0] * out_hw[1]
 
+    # coordinates and sampling in at least float32: a half-precision grid would be off by
+    # up to 1/32 pixel at coordinate 64
+    sample_dtype = torch.promote_types(x.dtype, torch.float32)
     grid = _sampling_grid(
-        offset.to(x.dtype), (kh, kw), (height, width), out_hw, stride, padding, dilation)
+        offset.to(sample_dtype), (kh, kw), (height, width), out_hw, stride, padding, dilation)
     images = x.reshape(batch * offset_groups, in_channels // offset_groups, height, width)
     samples = F.grid_sample(
-        images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        images.to(sample_dtype), grid, mode="bilinear", padding_mode="zeros",
+        align_corners=False,
     )  # (B*G, Cin/G, taps*Ho, Wo)
     samples = samples.view(batch, offset_groups, in_channels // offset_groups, taps, length)
     if mask is not None:
-        samples = samples * mask.to(x.dtype).view(batch, offset_groups, 1, taps, length)
+        samples = samples * mask.to(sample_dtype).view(batch, offset_groups, 1, taps, length)
+    samples = samples.to(weight.dtype)
     # channel order (G, Cin/G) == Cin, so the columns are already (Cin, taps) per position
     # and a kernel-1 grouped conv1d is the contraction with the weight (faster on CPU
     # than matmul/einsum, which copy or broadcast the operands)

@@ -247,8 +247,9 @@ def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, se
     ``size`` is (width, height); ``people`` the (min, max) per video; ``motions`` a list of
     clip names or a name -> weight mapping (default: all clips, locomotion favoured).
     """
-    if motions is None:
-        motions = dict(mocap.DEFAULT_MOTIONS)
+    if motions is None:     # the bundled clips this pybullet version ships
+        available = set(mocap.available_motions())
+        motions = {name: w for name, w in mocap.DEFAULT_MOTIONS.items() if name in available}
     elif not isinstance(motions, dict):
         motions = {name: mocap.DEFAULT_MOTIONS.get(name, 1.0) for name in motions}
     options = SynthOptions(videos=videos, frames=frames, seed=seed, width=size[0], height=size[1],

@@ -168,6 +168,7 @@ def draw_head(image: np.ndarray, labels: np.ndarray, part: Part, camera: Camera,
     centre = _tup(_fixed(pixels[0]))
     hair_circle = (_tup(_fixed(pixels[1])), int(round(radius_px * 0.92 * ONE)))
     cv2.circle(labels, centre, int(round(radius_px * ONE)), label, -1, cv2.LINE_8, SHIFT)
+    cv2.circle(labels, hair_circle[0], hair_circle[1], label, -1, cv2.LINE_8, SHIFT)
     if not hair_in_front:
         cv2.circle(image, hair_circle[0], hair_circle[1], _colour(hair), -1, cv2.LINE_AA, SHIFT)
     cv2.circle(image, centre, int(round(radius_px * ONE)), _colour(part.colour * 0.6), -1, cv2.LINE_AA, SHIFT)

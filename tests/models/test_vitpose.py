@@ -2,8 +2,6 @@
 the official code, loading, freezing, shapes, position-embedding resize, FLOPs."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -100,7 +98,7 @@ def _randomise(encoder: nn.Module, seed: int = 0) -> nn.Module:
                 noise = torch.randn(tensor.shape, generator=generator) * 0.05
                 if name.endswith("running_var"):
                     tensor.copy_(1.0 + noise.abs())
-                elif name.endswith("deconv_layers.0.weight") or name.endswith("deconv_layers.3.weight"):
+                elif name.endswith(("deconv_layers.0.weight", "deconv_layers.3.weight")):
                     tensor.copy_(noise)
                 else:
                     tensor.add_(noise)
@@ -362,3 +360,17 @@ def test_encoder_flops_match_flop_counter(size):
     if counted != 2 * encoder_flops("vit-tiny", size):  # attention not seen by the counter
         counted += 2 * attention_macs
     assert counted == 2 * encoder_flops("vit-tiny", size)
+
+
+def test_drop_path_only_while_training():
+    encoder = ViTPoseEncoder("vit-tiny", (64, 48), drop_path_rate=0.5)
+    rates = [block.drop_path.drop_prob for block in encoder.backbone.blocks[1:]]
+    assert rates == pytest.approx([0.5 / 3, 1.0 / 3, 0.5])  # linear decay, block 0 none
+    images = torch.randn(2, 3, 64, 48)
+    encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images), encoder(images))
+    encoder.train()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        assert not torch.allclose(encoder(images), encoder(images))

@@ -38,6 +38,9 @@ def _bilinear_zero_corners(image: torch.Tensor, y: float, x: float) -> float:
 def reference_deform_conv(x, offset, mask, weight, bias=None, stride=(1, 1), padding=(0, 0),
                           dilation=(1, 1)) -> torch.Tensor:
     """Explicit loops over output pixels, channels and kernel locations (tiny sizes only)."""
+    x, offset, weight = (t.detach().double() for t in (x, offset, weight))
+    mask = None if mask is None else mask.detach().double()
+    bias = None if bias is None else bias.detach().double()
     batch, in_channels, _, _ = x.shape
     out_channels, in_per_group, kh, kw = weight.shape
     groups = in_channels // in_per_group
@@ -195,7 +198,8 @@ def test_float32_gradients_match_float64():
     x, offset, mask, weight, bias = _random_case(in_channels=4, size=(6, 5))
     grads = {}
     for dtype in (torch.float64, torch.float32):
-        tensors = [t.detach().to(dtype).clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
+        tensors = [t.detach().to(dtype).clone().requires_grad_(True)
+                   for t in (x, offset, mask, weight, bias)]
         out = modulated_deform_conv2d(*tensors, 1, 1, 1)
         (out * torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)).sum().backward()
         grads[dtype] = [t.grad.double() for t in tensors]
@@ -266,10 +270,26 @@ def test_matches_torchvision(config):
     tensors = [t.clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
     ours = modulated_deform_conv2d(*tensors, stride, padding, dilation)
     ours.sum().backward()
-    theirs_inputs = [t.clone().detach().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
+    theirs_inputs = [t.clone().detach().requires_grad_(True)
+                     for t in (x, offset, mask, weight, bias)]
     xi, oi, mi, wi, bi = theirs_inputs
     theirs = ops.deform_conv2d(xi, oi, wi, bi, stride, padding, dilation, mask=mi)
     theirs.sum().backward()
     torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-8)
     for mine, other in zip(tensors, theirs_inputs):
         torch.testing.assert_close(mine.grad, other.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_half_precision_input_samples_in_float32():
+    """bfloat16 activations/offsets: the sampling coordinates (up to 47 here) are not
+    rounded to bfloat16 (1/4 pixel steps there); the output dtype follows the weight."""
+    x, offset, mask, weight, bias = _random_case(in_channels=4, size=(6, 48), dtype=torch.float32)
+    expected = modulated_deform_conv2d(x.bfloat16().float(), offset.bfloat16().float(),
+                                       mask.bfloat16().float(), weight, bias, 1, 1, 1)
+    out = modulated_deform_conv2d(x.bfloat16(), offset.bfloat16(), mask.bfloat16(), weight,
+                                  bias, 1, 1, 1)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    out_bf16 = modulated_deform_conv2d(x, offset, mask, weight.bfloat16(), bias.bfloat16(),
+                                       1, 1, 1)
+    assert out_bf16.dtype == torch.bfloat16

@@ -1,0 +1,39 @@
+"""``glsmamba info MODEL``: parameters and GFLOPs of a preset, by part."""
+from __future__ import annotations
+
+import argparse
+
+from glsmamba.errors import ConfigError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "info", help="parameters and GFLOPs of a model preset",
+        description="Trainable / frozen parameters and GFLOPs (multiply-adds counted once) "
+                    "for one clip, broken down into encoder, embedding, GSM, LRM, head. "
+                    "The model is built on the meta device: nothing is computed.")
+    parser.add_argument("model", help="preset name (see `glsmamba models`)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames per clip (default: the preset's, 5)")
+    parser.add_argument("--size", default=None,
+                        help="crop HxW, e.g. 256x192 (default: the preset's input size)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256x192' -> (256, 192) as (H, W)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must look like 256x192 (HxW), got {text!r}") from None
+    return height, width
+
+
+def run(args: argparse.Namespace) -> int:
+    from glsmamba.models.flops import format_report, measure_preset
+
+    size = parse_size(args.size) if args.size else None
+    report = measure_preset(args.model, frames=args.frames, size_hw=size)
+    print(format_report(args.model, report))
+    return 0
