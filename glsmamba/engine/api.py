@@ -87,3 +87,61 @@ def format_result(evaluator: Evaluator, title: str, markdown: bool = False) -> s
         return format_pck_table(evaluator.last_result, title=title, markdown=markdown)
     from glsmamba.evaluation import format_table
     return format_table(evaluator.last_result, title=title, markdown=markdown)
+
+
+def infer(source: str | os.PathLike, checkpoint: str | os.PathLike, config: str | None = None,
+          overrides: list[str] | None = None, detections: str | None = None,
+          detector: str = "hog", detector_weights: str | None = None, det_thr: float = 0.3,
+          det_upscale: float = 1.0, out_dir: str | os.PathLike = "glsmamba_infer",
+          max_frames: int | None = None, flip: bool = False, batch_size: int = 16,
+          progress: bool = True, log: Callable = print) -> dict:
+    """Poses on a video or frame folder; returns paths, counts and frames per second."""
+    from glsmamba.data.codec import HeatmapCodec
+    from glsmamba.data.metainfo import load_metainfo
+    from glsmamba.engine.builder import METAINFO
+    from glsmamba.engine.infer import infer_video
+    from glsmamba.engine.video import FrameSource, load_video_detections
+    run_config = _config_for(checkpoint, config, overrides)
+    run_config["model"]["init_from"] = ""
+    model = build_model(run_config, log=lambda *_: None)
+    load_for_eval(model, checkpoint)
+    source_frames = FrameSource.open(source, max_frames)
+    boxes_for = _box_source(source_frames, detections, detector, detector_weights, det_thr,
+                            det_upscale)
+    info = load_metainfo(METAINFO[run_config["data"]["type"]])
+    codec = HeatmapCodec(tuple(model.input_size), tuple(model.heatmap_size),
+                         run_config["data"]["sigma"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return infer_video(model, source_frames, Path(out_dir), boxes_for, codec,
+                       run_config["data"]["delta"], info.skeleton, info.link_colors,
+                       info.flip_indices if flip else None, run_config["eval"]["decode"],
+                       batch_size, device, progress)
+
+
+def _config_for(checkpoint, config: str | None, overrides: list[str] | None) -> dict:
+    from glsmamba.engine.checkpoint import load_checkpoint
+    from glsmamba.engine.config import apply_override, expand_config, load_config, merge_config
+    if config:
+        return load_config(config, overrides)
+    _, meta, path = load_checkpoint(checkpoint)
+    if "config" not in meta:
+        raise ConfigError(f"{path}: the checkpoint stores no config; pass --config")
+    stored = merge_config(meta["config"], source=str(path.with_suffix(".json")))
+    for item in overrides or []:
+        apply_override(stored, item)
+    return expand_config(stored)
+
+
+def _box_source(source, detections, detector: str, weights, det_thr: float, upscale: float):
+    import numpy as np
+    from glsmamba.engine.video import default_detector, load_video_detections
+    if detections:
+        table = load_video_detections(detections, source, det_thr)
+        empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+        return lambda t, frame: table.get(t, empty)
+    if detector == "torchvision":
+        from glsmamba.engine.torchvision_detector import TorchvisionDetector
+        found = TorchvisionDetector(weights, det_thr)
+        return lambda t, frame: found(frame)
+    found = default_detector(det_thr, upscale)
+    return lambda t, frame: found(frame)

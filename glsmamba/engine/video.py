@@ -129,6 +129,51 @@ class HogPersonDetector:
         return boxes[good], scores[good]
 
 
+class MotionPersonDetector:
+    """Moving-blob person boxes for static cameras (background subtraction, MOG2).
+
+    The fallback when OpenCV has no HOG people detector (OpenCV 5 moved it out of the main
+    package): foreground mask -> opening/closing -> connected components, kept when their
+    area and aspect look like a standing person. Scores grow with how much of the box is
+    foreground. Needs a few frames to learn the background.
+    """
+
+    def __init__(self, score_thr: float = 0.3, min_area_frac: float = 0.0015,
+                 aspect_range: tuple[float, float] = (0.8, 5.0), history: int = 200):
+        self.subtractor = cv2.createBackgroundSubtractorMOG2(history=history, detectShadows=True)
+        self.score_thr, self.min_area_frac, self.aspect_range = score_thr, min_area_frac, aspect_range
+        self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+    def __call__(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.subtractor.apply(frame_bgr)
+        mask = (mask == 255).astype(np.uint8)                    # drop shadows (127)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.kernel, iterations=2)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        min_area = self.min_area_frac * mask.shape[0] * mask.shape[1]
+        boxes, scores = [], []
+        for x, y, w, h, area in stats[1:count]:
+            if w * h < min_area or w * h > 0.5 * mask.size:
+                continue
+            if not self.aspect_range[0] <= h / max(w, 1) <= self.aspect_range[1]:
+                continue
+            boxes.append([x, y, w, h])
+            scores.append(min(1.0, 0.3 + area / float(w * h)))
+        boxes_arr = np.asarray(boxes, np.float32).reshape(-1, 4)
+        scores_arr = np.asarray(scores, np.float32)
+        good = scores_arr >= self.score_thr
+        return boxes_arr[good], scores_arr[good]
+
+
+def default_detector(score_thr: float = 0.3, upscale: float = 1.0, log=print):
+    """HOG people detector when this OpenCV has it, else the motion detector (with a note)."""
+    if hasattr(cv2, "HOGDescriptor"):
+        return HogPersonDetector(score_thr=score_thr, upscale=upscale)
+    log("note: this OpenCV build has no HOG people detector (OpenCV >= 5); using the "
+        "background-subtraction detector (static cameras) - or pass --detections")
+    return MotionPersonDetector(score_thr=score_thr)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix of xywh boxes a (N, 4) and b (M, 4)."""
     a_x2, a_y2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from glsmamba.models.mixer import S6Paths
 from glsmamba.ops.deform_conv import ModulatedDeformConv2d
@@ -170,8 +170,16 @@ def measure(model: nn.Module, frames: int | None = None,
     return report
 
 
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# real CPU tensors take a fused SDPA kernel that the counter does not know
+_CUSTOM = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
 def _counted(fn, *args):
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:
         out = fn(*args)
     return out, counter.get_total_flops() // 2  # the counter's multiply-add = 2
 

@@ -13,8 +13,9 @@ Conventions follow ``torchvision.ops.deform_conv2d``:
 
 The samples are gathered with one ``grid_sample`` call (``align_corners=False``, pixel
 ``x`` maps to ``(2x + 1) / W - 1``, ``padding_mode="zeros"``, which is exactly the
-zero-corner rule above), scaled by the mask and contracted with the weight by one
-kernel-1 (grouped) ``conv1d``. Autograd gives the backward for every input.
+zero-corner rule above), scaled by the mask and contracted with the weight (a kernel-1
+``conv1d`` when groups=1, a broadcast ``matmul`` per group otherwise). Autograd gives
+the backward for every input.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 __all__ = ["modulated_deform_conv2d", "ModulatedDeformConv2d", "DeformConvPack"]
 
@@ -90,7 +92,7 @@ def _sampling_grid(
     kh, kw = kernel
     height, width = in_hw
     out_h, out_w = out_hw
-    offset = offset.view(batch, -1, kh * kw, 2, out_h, out_w)  # (B, G, taps, 2, Ho, Wo)
+    offset = offset.reshape(batch, -1, kh * kw, 2, out_h, out_w)  # (B, G, taps, 2, Ho, Wo)
     groups = offset.shape[1]
     opts = dict(dtype=offset.dtype, device=offset.device)
     tap_y = torch.arange(kh, **opts).repeat_interleave(kw) * dilation[0]  # (taps,)
@@ -106,6 +108,48 @@ def _sampling_grid(
     return grid.view(batch * groups, kh * kw * out_h, out_w, 2)
 
 
+def _sample_and_contract(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    offset_groups: int,
+    groups: int,
+) -> torch.Tensor:
+    """Bilinear samples (B, Cin, taps, L), times the mask, contracted with the weight.
+
+    Returns (B, Cout, L). The (B, Cin*taps, L) intermediate is the big tensor of DCN.
+    """
+    batch, in_channels, height, width = x.shape
+    taps = weight.shape[-2] * weight.shape[-1]
+    length = grid.shape[1] * grid.shape[2] // taps
+    images = x.reshape(batch * offset_groups, in_channels // offset_groups, height, width)
+    samples = F.grid_sample(
+        images.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros",
+        align_corners=False,
+    )  # (B*G, Cin/G, taps*Ho, Wo)
+    samples = samples.view(batch, offset_groups, in_channels // offset_groups, taps, length)
+    if mask is not None:
+        mask = mask.to(grid.dtype).reshape(batch, offset_groups, 1, taps, length)
+        needs_graph = torch.is_grad_enabled() and (samples.requires_grad or mask.requires_grad)
+        # in place when no graph is recorded: one big tensor alive instead of two
+        samples = samples * mask if needs_graph else samples.mul_(mask)
+    # channel order (G, Cin/G) == Cin, so the columns are already (Cin, taps) per position.
+    # Contraction: a kernel-1 conv1d for groups=1 (on CPU ~2x faster than matmul/einsum,
+    # which copy or broadcast operands); a broadcast matmul per group otherwise (grouped
+    # conv1d falls back to one call per group, ~5x slower when depthwise)
+    columns = samples.to(weight.dtype)
+    out_channels = weight.shape[0]
+    if groups == 1:
+        columns = columns.view(batch, in_channels * taps, length)
+        return F.conv1d(columns, weight.reshape(out_channels, -1, 1), bias)  # (B, Cout, L)
+    columns = columns.view(batch, groups, -1, length)  # (B, groups, Cin/groups*taps, L)
+    kernel = weight.reshape(groups, out_channels // groups, -1)  # (groups, Cout/g, Cin/g*taps)
+    out = torch.matmul(kernel, columns).view(batch, out_channels, length)  # (B, Cout, L)
+    return out if bias is None else out + bias.view(1, -1, 1)
+
+
 def modulated_deform_conv2d(
     x: torch.Tensor,
     offset: torch.Tensor,
@@ -115,12 +159,17 @@ def modulated_deform_conv2d(
     stride: IntPair = 1,
     padding: IntPair = 0,
     dilation: IntPair = 1,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """DCNv2: (B, Cin, H, W) -> (B, Cout, Hout, Wout).
 
     ``weight`` is (Cout, Cin / groups, kh, kw); ``groups`` and ``offset_groups`` are
     read from the shapes of ``weight`` and ``offset``. ``mask=None`` means all ones
     (DCNv1). Sampling runs in at least float32; the output has the weight's dtype.
+
+    ``checkpoint=True`` keeps no (B, Cin*kh*kw, L) tensor for the backward pass (it is
+    recomputed there: about one more forward of time) -- for training with many
+    channels, where autograd would otherwise hold two such tensors per layer.
     """
     stride, padding, dilation = (
         _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"))
@@ -131,35 +180,26 @@ def modulated_deform_conv2d(
         _output_size(width, kw, stride[1], padding[1], dilation[1]),
     )
     groups, offset_groups = _check_shapes(x, offset, mask, weight, bias, out_hw)
-    batch, in_channels = x.shape[:2]
-    taps, length = kh * kw, out_hw[0] * out_hw[1]
-
     # coordinates and sampling in at least float32: a half-precision grid would be off by
     # up to 1/32 pixel at coordinate 64
     sample_dtype = torch.promote_types(x.dtype, torch.float32)
     grid = _sampling_grid(
         offset.to(sample_dtype), (kh, kw), (height, width), out_hw, stride, padding, dilation)
-    images = x.reshape(batch * offset_groups, in_channels // offset_groups, height, width)
-    samples = F.grid_sample(
-        images.to(sample_dtype), grid, mode="bilinear", padding_mode="zeros",
-        align_corners=False,
-    )  # (B*G, Cin/G, taps*Ho, Wo)
-    samples = samples.view(batch, offset_groups, in_channels // offset_groups, taps, length)
-    if mask is not None:
-        samples = samples * mask.to(sample_dtype).view(batch, offset_groups, 1, taps, length)
-    samples = samples.to(weight.dtype)
-    # channel order (G, Cin/G) == Cin, so the columns are already (Cin, taps) per position
-    # and a kernel-1 grouped conv1d is the contraction with the weight (faster on CPU
-    # than matmul/einsum, which copy or broadcast the operands)
-    columns = samples.view(batch, in_channels * taps, length)
-    kernel = weight.reshape(weight.shape[0], -1, 1)  # (Cout, Cin/groups*taps, 1)
-    out = F.conv1d(columns, kernel, bias, groups=groups)  # (B, Cout, L)
-    out = out.view(batch, -1, *out_hw)
-    return out
+    args = (x, grid, mask, weight, bias, offset_groups, groups)
+    if checkpoint and torch.is_grad_enabled():
+        out = torch.utils.checkpoint.checkpoint(_sample_and_contract, *args, use_reentrant=False)
+    else:
+        out = _sample_and_contract(*args)
+    return out.view(x.shape[0], -1, *out_hw)
 
 
 class ModulatedDeformConv2d(nn.Module):
-    """DCNv2 layer; offsets and mask come from the caller: ``forward(x, offset, mask)``."""
+    """DCNv2 layer; offsets and mask come from the caller: ``forward(x, offset, mask)``.
+
+    ``checkpoint=True`` trades one recomputation for not storing the
+    (B, Cin*kh*kw, Hout*Wout) sampled columns for backward (see
+    ``modulated_deform_conv2d``); the attribute can be switched at any time.
+    """
 
     def __init__(
         self,
@@ -172,6 +212,7 @@ class ModulatedDeformConv2d(nn.Module):
         groups: int = 1,
         offset_groups: int = 1,
         bias: bool = True,
+        checkpoint: bool = False,
     ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
@@ -189,6 +230,7 @@ class ModulatedDeformConv2d(nn.Module):
         self.dilation = _pair(dilation, "dilation")
         self.groups = groups
         self.offset_groups = offset_groups
+        self.checkpoint = checkpoint  # recompute the sampled columns in backward
         self.weight = nn.Parameter(
             torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
@@ -206,14 +248,15 @@ class ModulatedDeformConv2d(nn.Module):
         self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
         return modulated_deform_conv2d(
-            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation)
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation,
+            checkpoint=self.checkpoint)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, offset_groups={self.offset_groups}, "
-            f"bias={self.bias is not None}")
+            f"bias={self.bias is not None}, checkpoint={self.checkpoint}")
 
 
 class DeformConvPack(ModulatedDeformConv2d):
@@ -238,10 +281,11 @@ class DeformConvPack(ModulatedDeformConv2d):
         offset_groups: int = 1,
         bias: bool = True,
         offset_in_channels: int | None = None,
+        checkpoint: bool = False,
     ):
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            offset_groups, bias)
+            offset_groups, bias, checkpoint)
         self.offset_in_channels = offset_in_channels or in_channels
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.conv_offset = nn.Conv2d(
@@ -266,4 +310,5 @@ class DeformConvPack(ModulatedDeformConv2d):
     ) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x if guide is None else guide)
         return modulated_deform_conv2d(
-            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation)
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation,
+            checkpoint=self.checkpoint)

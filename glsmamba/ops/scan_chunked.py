@@ -87,159 +87,159 @@ def _drives(out: torch.Tensor, du_seg: torch.Tensor, B_seg: torch.Tensor) -> tor
 
 def _run_states(states: torch.Tensor, decay: torch.Tensor, start: torch.Tensor) -> None:
     """In place: states[t] <- decay[t] * states[t-1] + states[t] (states[-1] = start)."""
-    states[0].addcmul_(decay[0], start)
-    for t in range(1, states.shape[0]):
-        states[t].addcmul_(decay[t], states[t - 1])
+    rows, decay_rows = states.unbind(0), decay.unbind(0)
+    rows[0].addcmul_(decay_rows[0], start)
+    for t in range(1, len(rows)):
+        rows[t].addcmul_(decay_rows[t], rows[t - 1])
 
 
-def _time_major(x: torch.Tensor) -> torch.Tensor:
-    """(b, ..., L) -> contiguous (L, b, ...)."""
-    return x.movedim(-1, 0).contiguous()
+def _run_adjoints(lam: torch.Tensor, decay: torch.Tensor, end: torch.Tensor) -> None:
+    """In place, backwards: lam[t] <- lam[t] + decay[t+1] * lam[t+1] (the term after the end is ``end``)."""
+    rows, decay_rows = lam.unbind(0), decay.unbind(0)
+    rows[-1].add_(end)
+    for t in range(len(rows) - 2, -1, -1):
+        rows[t].addcmul_(decay_rows[t + 1], rows[t + 1])
+
+
+def _window(x: torch.Tensor, b0: int, b1: int, s0: int, s1: int) -> torch.Tensor:
+    """Time-outer view of a block: x (b, P, Q, L) -> (s1 - s0, b1 - b0, P, Q)."""
+    return x[b0:b1, :, :, s0:s1].permute(3, 0, 1, 2)
 
 
 def scan_forward(
-    u_t: torch.Tensor,
-    delta_t: torch.Tensor,
+    u: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
-    B_t: torch.Tensor,
-    C_t: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
     save_states: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Time-major forward without D: u_t, delta_t (L, b, KD); B_t, C_t (L, b, K, N).
+    """Forward without D: u, delta (b, KD, L); A (KD, N); B, C (b, K, N, L).
 
-    Returns y (L, b, KD) and, if asked, the segment-start states (nseg, b, KD, N).
+    Returns y (b, KD, L) and, if asked, the segment-start states (nseg, b, KD, N).
     """
-    length, batch, channels = u_t.shape
-    groups, n_state = B_t.shape[2], B_t.shape[3]
+    batch, channels, length = u.shape
+    groups, n_state = B.shape[1], B.shape[2]
     per_group = channels // groups
     block, segment = plan_blocks(batch, channels, n_state, length)
     n_segments = -(-length // segment)
-    ws = _Workspace(u_t.device, u_t.dtype)
+    ws = _Workspace(u.device, u.dtype)
     A2 = (A * LOG2E).view(groups, per_group, n_state)
-    du_t = (delta_t * u_t).view(length, batch, groups, per_group)
-    delta_g = delta_t.view(length, batch, groups, per_group)
-    y_t = torch.empty_like(u_t)
-    y_g = y_t.view(length, batch, groups, per_group)
-    seg_states = u_t.new_empty(n_segments, batch, channels, n_state) if save_states else None
+    grouped = (batch, groups, per_group, length)
+    du, delta_g = (delta * u).view(grouped), delta.view(grouped)
+    y = torch.empty_like(u)
+    y_g = y.view(grouped)
+    seg_states = u.new_empty(n_segments, batch, channels, n_state) if save_states else None
     for b0 in range(0, batch, block):
         b1 = min(batch, b0 + block)
-        carry = u_t.new_zeros(b1 - b0, groups, per_group, n_state)
+        nb = b1 - b0
+        carry = u.new_zeros(nb, groups, per_group, n_state)
         for seg, s0 in enumerate(range(0, length, segment)):
             s1 = min(length, s0 + segment)
-            n, nb = s1 - s0, b1 - b0
+            n = s1 - s0
             if seg_states is not None:
                 seg_states[seg, b0:b1] = carry.view(nb, channels, n_state)
-            decay = _decays(ws, delta_g[s0:s1, b0:b1], A2)
-            states = _drives(ws.take("states", n, nb, groups, per_group, n_state), du_t[s0:s1, b0:b1], B_t[s0:s1, b0:b1])
+            decay = _decays(ws, _window(delta_g, b0, b1, s0, s1), A2)
+            states = ws.take("states", n, nb, groups, per_group, n_state)
+            _drives(states, _window(du, b0, b1, s0, s1), _window(B, b0, b1, s0, s1))
             _run_states(states, decay, carry)
             carry.copy_(states[-1])
-            prod = torch.mul(states, C_t[s0:s1, b0:b1].unsqueeze(-2), out=decay)  # reuse the decay buffer
-            torch.sum(prod, -1, out=ws.take("y", n, nb, groups, per_group))
-            y_g[s0:s1, b0:b1] = ws.buffers["y"][: n * nb * channels].view(n, nb, groups, per_group)
-    return y_t, seg_states
+            prod = torch.mul(states, _window(C, b0, b1, s0, s1).unsqueeze(-2), out=decay)  # reuse the buffer
+            y_seg = torch.sum(prod, -1, out=ws.take("y", n, nb, groups, per_group))
+            _window(y_g, b0, b1, s0, s1).copy_(y_seg)
+    return y, seg_states
 
 
 def scan_backward(
-    grad_y_t: torch.Tensor,
-    u_t: torch.Tensor,
-    delta_t: torch.Tensor,
+    grad_y: torch.Tensor,
+    u: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
-    B_t: torch.Tensor,
-    C_t: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
     seg_states: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of the time-major forward (without D) w.r.t. u, delta, A, B, C.
+    """Gradients of :func:`scan_forward` w.r.t. u, delta, A, B, C (same layouts as the inputs).
 
     With states h_t, adjoints lam_t = dL/dh_t and w_t = lam_t * exp(delta_t A) * h_{t-1}:
     dC_t = sum_d gy_t h_t; dB_t = sum_d lam_t delta_t u_t; du_t = delta_t sum_n lam_t B_t;
     ddelta_t = u_t sum_n lam_t B_t + sum_n w_t A; dA = sum_t delta_t w_t.
     """
-    length, batch, channels = u_t.shape
-    groups, n_state = B_t.shape[2], B_t.shape[3]
+    batch, channels, length = u.shape
+    groups, n_state = B.shape[1], B.shape[2]
     per_group = channels // groups
     block, segment = plan_blocks(batch, channels, n_state, length)
-    ws = _Workspace(u_t.device, u_t.dtype)
-    A2 = (A * LOG2E).view(groups, per_group, n_state)
+    ws = _Workspace(u.device, u.dtype)
     A_g = A.view(groups, per_group, n_state)
-    shape_g = (length, batch, groups, per_group)
-    du_t = (delta_t * u_t).view(shape_g)
-    delta_g, gy_g = delta_t.view(shape_g), grad_y_t.view(shape_g)
-    grad_du = torch.empty(shape_g, device=u_t.device, dtype=u_t.dtype)  # sum_n lam B
-    grad_delta_exp = torch.empty_like(grad_du)  # sum_n w A
-    grad_B, grad_C = torch.empty_like(B_t), torch.empty_like(C_t)
+    A2 = A_g * LOG2E
+    grouped = (batch, groups, per_group, length)
+    du, delta_g, gy_g = (delta * u).view(grouped), delta.view(grouped), grad_y.view(grouped)
+    lam_B = u.new_empty(grouped)  # sum_n lam B
+    grad_delta_exp = u.new_empty(grouped)  # sum_n w A
+    grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
     grad_A = torch.zeros_like(A_g)
-    n_segments = seg_states.shape[0]
     for b0 in range(0, batch, block):
         b1 = min(batch, b0 + block)
         nb = b1 - b0
-        lam_carry = u_t.new_zeros(nb, groups, per_group, n_state)  # exp(delta_{s1} A) lam_{s1}
-        for seg in reversed(range(n_segments)):
+        lam_carry = u.new_zeros(nb, groups, per_group, n_state)  # exp(delta_{s1} A) lam_{s1}
+        for seg in reversed(range(seg_states.shape[0])):
             s0, s1 = seg * segment, min(length, (seg + 1) * segment)
             n = s1 - s0
-            blk = (slice(s0, s1), slice(b0, b1))
+            win = lambda x: _window(x, b0, b1, s0, s1)  # noqa: E731
             shape5 = (n, nb, groups, per_group, n_state)
-            decay = _decays(ws, delta_g[blk], A2)
-            # states (n + 1): row 0 is the state before the segment, row t + 1 is h_t
+            delta_seg, du_seg, gy_seg = win(delta_g), win(du), win(gy_g)
+            decay = _decays(ws, delta_seg, A2)
+            # recompute the states: row 0 is the state before the segment, row t + 1 is h_t
             states = ws.take("states", n + 1, nb, groups, per_group, n_state)
             states[0] = seg_states[seg, b0:b1].view(nb, groups, per_group, n_state)
-            _drives(states[1:], du_t[blk], B_t[blk])
+            _drives(states[1:], du_seg, win(B))
             _run_states(states[1:], decay, states[0])
-            # adjoints, backwards in time
-            lam = torch.mul(gy_g[blk].unsqueeze(-1), C_t[blk].unsqueeze(-2), out=ws.take("lam", *shape5))
-            lam[-1].add_(lam_carry)
-            for t in range(n - 2, -1, -1):
-                lam[t].addcmul_(decay[t + 1], lam[t + 1])
+            lam = torch.mul(gy_seg.unsqueeze(-1), win(C).unsqueeze(-2), out=ws.take("lam", *shape5))
+            _run_adjoints(lam, decay, lam_carry)
             torch.mul(decay[0], lam[0], out=lam_carry)
             prod = ws.take("prod", *shape5)
             # dC = sum_d gy h ; dB = sum_d (delta u) lam ; sum_n lam B
-            torch.mul(states[1:], gy_g[blk].unsqueeze(-1), out=prod)
-            torch.sum(prod, -2, out=ws.take("gC", n, nb, groups, n_state))
-            grad_C[blk] = ws.buffers["gC"][: n * nb * groups * n_state].view(n, nb, groups, n_state)
-            torch.mul(lam, du_t[blk].unsqueeze(-1), out=prod)
-            torch.sum(prod, -2, out=ws.take("gB", n, nb, groups, n_state))
-            grad_B[blk] = ws.buffers["gB"][: n * nb * groups * n_state].view(n, nb, groups, n_state)
-            torch.mul(lam, B_t[blk].unsqueeze(-2), out=prod)
-            torch.sum(prod, -1, out=ws.take("gdu", n, nb, groups, per_group))
-            grad_du[blk] = ws.buffers["gdu"][: n * nb * channels].view(n, nb, groups, per_group)
-            # w = lam * decay * h_{t-1}: gradient w.r.t. the exponent delta A
+            torch.mul(states[1:], gy_seg.unsqueeze(-1), out=prod)
+            win(grad_C).copy_(torch.sum(prod, -2, out=ws.take("gC", n, nb, groups, n_state)))
+            torch.mul(lam, du_seg.unsqueeze(-1), out=prod)
+            win(grad_B).copy_(torch.sum(prod, -2, out=ws.take("gB", n, nb, groups, n_state)))
+            torch.mul(lam, win(B).unsqueeze(-2), out=prod)
+            win(lam_B).copy_(torch.sum(prod, -1, out=ws.take("lamB", n, nb, groups, per_group)))
+            # w = lam * decay * h_{t-1}: the gradient w.r.t. the exponent delta A
             w = decay.mul_(lam).mul_(states[:-1])
             torch.mul(w, A_g, out=prod)
-            torch.sum(prod, -1, out=ws.take("gde", n, nb, groups, per_group))
-            grad_delta_exp[blk] = ws.buffers["gde"][: n * nb * channels].view(n, nb, groups, per_group)
-            torch.mul(w, delta_g[blk].unsqueeze(-1), out=prod)
-            grad_A += prod.view(n * nb, groups, per_group, n_state).sum(0)
-    grad_u = (grad_du * delta_g).view(length, batch, channels)
-    grad_delta = (grad_du * u_t.view(shape_g) + grad_delta_exp).view(length, batch, channels)
+            win(grad_delta_exp).copy_(torch.sum(prod, -1, out=ws.take("gde", n, nb, groups, per_group)))
+            torch.mul(w, delta_seg.unsqueeze(-1), out=prod)
+            grad_A += torch.sum(prod.view(n * nb, groups, per_group, n_state), 0, out=ws.take("gA", *A_g.shape))
+    grad_u = (lam_B * delta_g).view_as(u)
+    grad_delta = lam_B.mul_(u.view(grouped)).add_(grad_delta_exp).view_as(u)
     return grad_u, grad_delta, grad_A.view(channels, n_state), grad_B, grad_C
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """autograd wrapper: keeps the time-major inputs and the segment-start states only."""
+    """autograd wrapper: keeps the inputs and the segment-start states only."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D):
-        u_t, delta_t, B_t, C_t = (_time_major(x) for x in (u, delta, B, C))
+        u, delta, B, C = (x.contiguous() for x in (u, delta, B, C))
         needs_grad = any(ctx.needs_input_grad)
-        y_t, seg_states = scan_forward(u_t, delta_t, A, B_t, C_t, save_states=needs_grad)
+        y, seg_states = scan_forward(u, delta, A, B, C, save_states=needs_grad)
         if D is not None:
-            y_t.addcmul_(u_t, D)
+            y.addcmul_(u, D[:, None])
         if needs_grad:
-            ctx.save_for_backward(u_t, delta_t, A, B_t, C_t, D, seg_states)
-        return y_t.movedim(0, -1)  # (B, KD, L), a view with time as the outer stride
+            ctx.save_for_backward(u, delta, A, B, C, D, seg_states)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        u_t, delta_t, A, B_t, C_t, D, seg_states = ctx.saved_tensors
-        grad_y_t = _time_major(grad_y)
-        grad_u_t, grad_delta_t, grad_A, grad_B_t, grad_C_t = scan_backward(
-            grad_y_t, u_t, delta_t, A, B_t, C_t, seg_states
-        )
+        u, delta, A, B, C, D, seg_states = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_u, grad_delta, grad_A, grad_B, grad_C = scan_backward(grad_y, u, delta, A, B, C, seg_states)
         grad_D = None
         if D is not None:
-            grad_u_t.addcmul_(grad_y_t, D)
-            grad_D = (grad_y_t * u_t).sum((0, 1)) if ctx.needs_input_grad[5] else None
-        back = lambda x: x.movedim(0, -1)  # noqa: E731
-        return back(grad_u_t), back(grad_delta_t), grad_A, back(grad_B_t), back(grad_C_t), grad_D
+            grad_u.addcmul_(grad_y, D[:, None])
+            grad_D = (grad_y * u).sum((0, 2)) if ctx.needs_input_grad[5] else None
+        return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D
 
 
 def selective_scan_chunked(
@@ -262,4 +262,4 @@ def selective_scan_chunked(
     D = D.to(dtype) if D is not None else None
     delta_bias = delta_bias.to(dtype) if delta_bias is not None else None
     delta = prepare_delta(delta, delta_bias, delta_softplus)
-    return _ChunkedScan.apply(u, delta, A, B, C, D).contiguous()
+    return _ChunkedScan.apply(u, delta, A, B, C, D)

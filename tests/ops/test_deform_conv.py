@@ -293,3 +293,32 @@ def test_half_precision_input_samples_in_float32():
     out_bf16 = modulated_deform_conv2d(x, offset, mask, weight.bfloat16(), bias.bfloat16(),
                                        1, 1, 1)
     assert out_bf16.dtype == torch.bfloat16
+
+
+def test_non_contiguous_inputs():
+    x, offset, mask, weight, bias = _random_case(batch=2, dtype=torch.float32)
+    expected = modulated_deform_conv2d(x, offset, mask, weight, bias, 1, 1, 1)
+    x_t = x.transpose(2, 3).contiguous().transpose(2, 3)
+    offset_t = offset.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    mask_t = mask.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1)
+    assert not offset_t.is_contiguous() and not mask_t.is_contiguous()
+    out = modulated_deform_conv2d(x_t, offset_t, mask_t, weight, bias, 1, 1, 1)
+    torch.testing.assert_close(out, expected)
+
+
+def test_checkpoint_gives_same_values_and_gradients():
+    x, offset, mask, weight, bias = _random_case(batch=2, groups=2, offset_groups=2,
+                                                 dtype=torch.float32)
+    results = []
+    for checkpoint in (False, True):
+        tensors = [t.clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
+        out = modulated_deform_conv2d(*tensors, 1, 1, 1, checkpoint=checkpoint)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out.detach()] + [t.grad for t in tensors])
+    for plain, recomputed in zip(*results):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-6, atol=1e-6)
+    layer = DeformConvPack(4, 4, checkpoint=True)
+    assert layer.checkpoint and "checkpoint=True" in repr(layer)
+    with torch.no_grad():  # no graph: the in-place mask path
+        torch.testing.assert_close(layer(x), modulated_deform_conv2d(
+            x, *layer.offsets_and_mask(x), layer.weight, layer.bias, 1, 1))
