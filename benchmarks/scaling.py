@@ -26,6 +26,8 @@ import time
 
 T, CROP_H, CROP_W, HEADS = 5, 256, 192, 12
 MEMORY_LIMIT_GB, TIME_LIMIT_S = 16.0, 120.0
+THREADS = 0  # 0: PyTorch's default
+WARMUP = 1
 
 
 def _rss_bytes() -> int:
@@ -47,8 +49,8 @@ def build_stack(kind: str, dim: int):
     return nn.Sequential(*[TransformerBlock(dim, HEADS) for _ in range(6)])
 
 
-def worker(kind: str, stride: int, repeats: int, dim: int) -> dict:
-    """Run in a subprocess: time ``repeats`` forwards (after one warm-up)."""
+def worker(kind: str, stride: int, repeats: int, dim: int, warmup: int = 1) -> dict:
+    """Run in a subprocess: time ``repeats`` forwards (after ``warmup`` untimed ones)."""
     import torch
 
     torch.manual_seed(0)
@@ -58,10 +60,10 @@ def worker(kind: str, stride: int, repeats: int, dim: int) -> dict:
     base = _rss_bytes()
     times = []
     with torch.no_grad():
-        for i in range(repeats + 1):
+        for i in range(warmup + repeats):
             start = time.perf_counter()
             stack(tokens)
-            if i:
+            if i >= warmup:
                 times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return dict(kind=kind, stride=stride, tokens=T * h * w, time_s=sorted(times)[len(times) // 2],
@@ -71,6 +73,9 @@ def worker(kind: str, stride: int, repeats: int, dim: int) -> dict:
 def _run_worker(kind: str, stride: int, repeats: int, dim: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, str(stride), "--repeats", str(repeats),
            "--dim", str(dim)]
+    if THREADS:
+        cmd += ["--threads", str(THREADS)]
+    cmd += ["--warmup", str(WARMUP)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         return dict(kind=kind, stride=stride, tokens=_tokens(stride), error=out.stderr.strip()[-400:])
@@ -145,15 +150,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--strides", type=int, nargs="+", default=[16, 8, 4, 2])
     parser.add_argument("--dim", type=int, default=None, help="width D (default: GLSMamba-B's)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per measurement (default: PyTorch's); 1 avoids "
+                             "thread-pool stalls when other jobs share the cores")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards before timing")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "STRIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from glsmamba.models.registry import GLSMAMBA_B_DIM
 
     dim = args.dim or GLSMAMBA_B_DIM
+    global THREADS, WARMUP
+    THREADS, WARMUP = args.threads, args.warmup
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats, dim)))
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats, dim, args.warmup)))
         return 0
-    print(f"T={T}, crop {CROP_H}x{CROP_W}, D={dim}, batch 1, forward only, median of {args.repeats}")
+    print(f"T={T}, crop {CROP_H}x{CROP_W}, D={dim}, batch 1, forward only, median of "
+          f"{args.repeats}, threads {args.threads or 'default'}")
     results = run_all(sorted(args.strides, reverse=True), args.repeats, dim)
     for kind in ("mamba", "attention"):
         exponent = results[f"{kind}_exponent"]

@@ -13,6 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="glsmamba_demo", help="output folder (default glsmamba_demo)")
     parser.add_argument("--quick", action="store_true", help="tiny data and budget (a smoke test)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default; 1 helps on a busy CPU)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
     return parser
@@ -20,5 +22,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from glsmamba.engine.demo import run_demo
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+             threads=args.threads or None)
     return 0

@@ -28,13 +28,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default; 1 helps on a busy CPU)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from glsmamba.engine.api import infer
+    if args.threads:
+        torch.set_num_threads(args.threads)
     stats = infer(args.source, args.checkpoint, config=args.config, overrides=args.overrides,
                   detections=args.detections, detector=args.detector,
                   detector_weights=args.detector_weights, det_thr=args.det_thr,

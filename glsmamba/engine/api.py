@@ -66,10 +66,8 @@ def evaluate(config: dict, checkpoint: str | os.PathLike, boxes: str | None = No
              progress: bool = True, log: Callable = print):
     """Score a checkpoint on the val split; returns (metrics, evaluator)."""
     du.init_distributed()
-    config = copy.deepcopy(config)
-    config["model"]["init_from"] = ""
     boxes = boxes or config["eval"]["boxes"]
-    model = build_model(config, log)
+    model = build_model(config, log, for_training=False)
     load_for_eval(model, checkpoint)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -102,8 +100,7 @@ def infer(source: str | os.PathLike, checkpoint: str | os.PathLike, config: str 
     from glsmamba.engine.infer import infer_video
     from glsmamba.engine.video import FrameSource, load_video_detections
     run_config = _config_for(checkpoint, config, overrides)
-    run_config["model"]["init_from"] = ""
-    model = build_model(run_config, log=lambda *_: None)
+    model = build_model(run_config, log=log, for_training=False)
     load_for_eval(model, checkpoint)
     source_frames = FrameSource.open(source, max_frames)
     boxes_for = _box_source(source_frames, detections, detector, detector_weights, det_thr,

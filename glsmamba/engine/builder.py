@@ -26,8 +26,12 @@ def num_frames(config: dict) -> int:
 
 
 # ---------------------------------------------------------------------------- model
-def build_model(config: dict, log=print) -> nn.Module:
-    """``create_model`` with the config's overrides, pretrained encoder and ``init_from``."""
+def build_model(config: dict, log=print, for_training: bool = True) -> nn.Module:
+    """``create_model`` with the config's overrides, pretrained encoder and ``init_from``.
+
+    ``for_training=False`` (eval / infer: a checkpoint follows) skips ``init_from`` and the
+    warning about a frozen encoder without weights.
+    """
     from glsmamba.data.metainfo import load_metainfo
     from glsmamba.models import create_model
     model_cfg = config["model"]
@@ -42,8 +46,13 @@ def build_model(config: dict, log=print) -> nn.Module:
         from glsmamba.models.vitpose import load_vitpose
         load_vitpose(model.encoder, model_cfg["pretrained"])
         log(f"encoder weights loaded from {model_cfg['pretrained']}")
-    if model_cfg["init_from"]:
+    if model_cfg["init_from"] and for_training:
         init_from_checkpoint(model, model_cfg["init_from"], log)
+    encoder = getattr(model, "encoder", None)
+    frozen = encoder is not None and not any(p.requires_grad for p in encoder.parameters())
+    if for_training and frozen and not model_cfg["pretrained"] and not model_cfg["init_from"]:
+        log("warning: the encoder is frozen but no weights were given (model.pretrained or "
+            "model.init_from): it keeps its random initialisation")
     return model
 
 

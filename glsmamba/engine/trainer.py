@@ -175,7 +175,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_set, self.validate, self.metric_key = train_set, validate, metric_key
         self.save_frozen, self.step_callback = save_frozen, step_callback
-        self.progress, self.print = progress and self.info.is_main, log
+        self.progress = progress and self.info.is_main
+        self.print = log if self.info.is_main else (lambda *_: None)
         self.work_dir = Path(work_dir)
         if self.info.is_main:
             prepare_work_dir(self.work_dir, resume, overwrite)
@@ -278,6 +279,8 @@ class Trainer:
                 if self._hit_max_steps() and self.step_in_epoch:
                     break
                 self._end_epoch()
+            if self._hit_max_steps() and self.step_in_epoch and self.train_cfg["val_interval"]:
+                self._validate()     # stopped mid-epoch by train.max_steps: score the result
             if self._hit_max_steps() or self.epoch >= self.train_cfg["epochs"]:
                 self.save("last")
         except KeyboardInterrupt:
@@ -376,11 +379,16 @@ class Trainer:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.scheduler.step()
         interval = self.train_cfg["val_interval"]
-        validate_now = self.validate is not None and interval and (
-            self.epoch % interval == 0 or self.epoch == self.train_cfg["epochs"])
-        if validate_now:
+        if interval and (self.epoch % interval == 0 or self.epoch == self.train_cfg["epochs"]):
+            self._validate()
+        self.save("last")
+
+    def _validate(self) -> None:
+        """Score the model, log it, and write ``best`` when the metric improves."""
+        if self.validate is not None:
             self.model.eval()
-            self.metrics = {k: float(v) for k, v in self.validate(self.model).items()}
+            metrics = {k: float(v) for k, v in self.validate(self.model).items()}
+            self.metrics = du.broadcast_object(metrics)   # rank 0 scored; all ranks agree
             self.model.train()
             self.logger.log({"type": "val", "epoch": self.epoch, "step": self.step,
                              **self.metrics})
@@ -390,7 +398,6 @@ class Trainer:
             if score is not None and not math.isnan(score) and (self.best is None or score > self.best):
                 self.best = score
                 self.save("best", with_state=False)
-        self.save("last")
 
     # ---------------------------------------------------------------- Ctrl-C
     def _install_sigint(self):

@@ -1,0 +1,91 @@
+"""End to end on a tiny synthetic dataset: train, eval (CLI), corrupt frames, missing keys."""
+from __future__ import annotations
+
+import copy
+import json
+
+import cv2
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from glsmamba.cli import main
+from glsmamba.engine import api
+from glsmamba.engine.config import dump_config
+from glsmamba.engine.trainer import read_log
+from glsmamba.errors import DataError
+
+
+def test_train_then_eval_cli(tiny_config, tmp_path, capsys):
+    config_path = tmp_path / "run.toml"
+    config_path.write_text(dump_config(tiny_config))
+    train = ["train", str(config_path), "--work-dir", str(tmp_path / "run"), "--no-progress",
+             "--set", "train.max_steps=2", "--set", "train.val_interval=1"]
+    assert main(train) == 0
+    losses = [r["loss"] for r in read_log(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]
+    assert len(losses) == 2
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+    assert "Total" in capsys.readouterr().out           # the val table after the last epoch
+    assert main(train) == 2                              # refuses to clobber the run
+    assert "--resume" in capsys.readouterr().err
+    assert main(train[:-2] + ["--set", "train.lrr=1"]) == 2
+    assert "unknown key train.lrr" in capsys.readouterr().err
+    code = main(["eval", str(config_path), "--checkpoint", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "pred"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Total" in out
+    written = sorted(p.name for p in (tmp_path / "pred").glob("*.json"))
+    assert written and all(json.loads((tmp_path / "pred" / n).read_text())["images"] for n in written)
+
+
+def test_eval_missing_checkpoint_key(tiny_config, tmp_path, capsys):
+    from glsmamba.engine.builder import build_model
+    from glsmamba.engine.checkpoint import save_checkpoint
+    model = build_model(tiny_config, log=lambda *_: None)
+    save_checkpoint(tmp_path, "last", model, {"config": tiny_config})
+    tensors = load_file(tmp_path / "last.safetensors")
+    dropped = sorted(k for k in tensors if k.startswith("head"))
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, tmp_path / "last.safetensors")
+    config_path = tmp_path / "run.toml"
+    config_path.write_text(dump_config(tiny_config))
+    code = main(["eval", str(config_path), "--checkpoint", str(tmp_path / "last.safetensors"),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing keys" in err
+    assert all(key in err for key in dropped[:3])
+
+
+def test_corrupt_frame_names_the_file(tiny_config, tmp_path):
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(tiny_config["data"]["root"], root)
+    frame = sorted((root / "images" / "train").rglob("*.jpg"))[0]
+    frame.write_bytes(b"\xff\xd8 not really a jpeg")
+    config = copy.deepcopy(tiny_config)
+    config["data"]["root"] = str(root)
+    with pytest.raises(DataError) as err:
+        api.train(config, tmp_path / "run", progress=False, log=lambda *_: None)
+    assert str(frame) in str(err.value)
+
+
+def test_feature_cache_matches_encoder(tiny_config, tmp_path):
+    from glsmamba.engine.builder import build_model, build_split
+    from glsmamba.engine.feature_cache import FeatureCacheDataset
+    model = build_model(tiny_config, log=lambda *_: None).eval()
+    split = build_split(tiny_config, model, "train")
+    logs = []
+    cached = FeatureCacheDataset(split.clips, model, tmp_path, batch_size=3, dtype="float32",
+                                 log=logs.append, progress=False)
+    again = FeatureCacheDataset(split.clips, model, tmp_path, batch_size=3, dtype="float32",
+                                log=logs.append, progress=False)
+    assert "encoding" in logs[0] and "using cached" in logs[1] and again.key == cached.key
+    item, raw = cached[1], split.clips[1]
+    with torch.no_grad():
+        feats = model.encode(raw["clip"][None])[0]
+    torch.testing.assert_close(item["feats"], feats, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(item["heatmaps"], raw["heatmaps"])
+    with torch.no_grad():
+        model.encoder.backbone.patch_embed.proj.weight.add_(1.0)   # new encoder -> new key
+    fresh = FeatureCacheDataset(split.clips, model, tmp_path, batch_size=3, log=logs.append,
+                                progress=False)
+    assert fresh.key != cached.key
