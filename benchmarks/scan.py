@@ -74,15 +74,37 @@ def make_inputs(batch: int, paths: int, per_path: int, n_state: int, length: int
     return [t.requires_grad_() for t in tensors] if grad else tensors
 
 
+def materialized_reference(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
+    """mamba_ssm's ``selective_scan_ref`` style: exp(delta A) and delta B u are built for the
+    whole sequence first (b, KD, L, N), then a loop over t. The baseline SCAN.md quotes."""
+    delta = delta + delta_bias[:, None]
+    delta = torch.nn.functional.softplus(delta) if delta_softplus else delta
+    groups = B.shape[1]
+    B_full = B.repeat_interleave(u.shape[1] // groups, dim=1)  # (b, KD, N, L)
+    C_full = C.repeat_interleave(u.shape[1] // groups, dim=1)
+    decay = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+    drive = torch.einsum("bdl,bdnl,bdl->bdln", delta, B_full, u)
+    state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for decay_t, drive_t, C_t in zip(decay.unbind(2), drive.unbind(2), C_full.unbind(-1)):
+        state = decay_t * state + drive_t
+        ys.append(torch.einsum("bdn,bdn->bd", state, C_t))
+    return torch.stack(ys, dim=2) + u * D[:, None]
+
+
 def scan_call(method: str):
     if method == "reference":
         return lambda *xs: selective_scan_reference(*xs, delta_softplus=True)
+    if method == "mamba-ref":
+        return lambda *xs: materialized_reference(*xs, delta_softplus=True)
     return lambda *xs: selective_scan(*xs, delta_softplus=True, backend=method)
 
 
 def probe(method: str, mode: str, n_state: int, length: int, args) -> dict:
     """Run in a child: time `repeats` calls and the peak extra memory of the first."""
     flush_denormals_once()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     inputs = make_inputs(args.batch, args.paths, args.channels, n_state, length, grad=mode == "fwd+bwd")
     fn = scan_call(method)
     warm = make_inputs(1, 1, 2, n_state, 8, grad=True)  # first-call costs (threads, autograd) off the clock
@@ -109,7 +131,7 @@ def run_child(method: str, mode: str, n_state: int, length: int, args) -> dict:
     command = [
         sys.executable, os.path.abspath(__file__), "--probe", f"{method},{mode},{n_state},{length}",
         "--repeats", str(args.repeats), "--batch", str(args.batch),
-        "--paths", str(args.paths), "--channels", str(args.channels),
+        "--paths", str(args.paths), "--channels", str(args.channels), "--threads", str(args.threads),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -119,7 +141,7 @@ def run_child(method: str, mode: str, n_state: int, length: int, args) -> dict:
 
 def measure_row(method: str, mode: str, n_state: int, length: int, args) -> dict:
     measured_length = length
-    if method == "reference" and args.reference_length:
+    if method in ("reference", "mamba-ref") and args.reference_length:
         measured_length = min(length, args.reference_length)
     result = run_child(method, mode, n_state, measured_length, args)
     scale = length / measured_length
@@ -132,16 +154,16 @@ def measure_row(method: str, mode: str, n_state: int, length: int, args) -> dict
     return row
 
 
-def print_table(rows: list[dict], args) -> None:
-    print(f"selective scan, batch {args.batch}, K={args.paths} paths x {args.channels} channels, "
-          f"median of {args.repeats}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'N':>3} {'L':>7} {'mode':<8} {'method':<10} {'seconds':>9} {'extra MB':>9} {'speed-up':>9}  note")
-    by_key = {(r["method"], r["mode"], r["N"], r["L"]): r for r in rows}
-    for r in rows:
-        ref = by_key.get(("reference", r["mode"], r["N"], r["L"]))
-        speedup = f"{ref['seconds'] / r['seconds']:8.1f}x" if ref and r["method"] != "reference" else ""
-        print(f"{r['N']:>3} {r['L']:>7} {r['mode']:<8} {r['method']:<10} {r['seconds']:>9.3f} "
-              f"{r['extra_mb']:>9.0f} {speedup:>9}  {r['note']}")
+HEADER = f"{'N':>3} {'L':>7} {'mode':<8} {'method':<10} {'seconds':>9} {'extra MB':>9} {'speed-up':>9}  note"
+
+
+def format_row(row: dict, rows: list[dict]) -> str:
+    """One table line; the speed-up is against the reference row of the same (mode, N, L)."""
+    ref = next((r for r in rows if r["method"] == "reference" and
+                (r["mode"], r["N"], r["L"]) == (row["mode"], row["N"], row["L"])), None)
+    speedup = f"{ref['seconds'] / row['seconds']:8.1f}x" if ref and row["method"] != "reference" else ""
+    return (f"{row['N']:>3} {row['L']:>7} {row['mode']:<8} {row['method']:<10} {row['seconds']:>9.3f} "
+            f"{row['extra_mb']:>9.0f} {speedup:>9}  {row['note']}")
 
 
 def parse_args(argv=None):
@@ -152,9 +174,11 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--paths", type=int, default=6)
     parser.add_argument("--channels", type=int, default=192, help="channels per path")
-    parser.add_argument("--methods", nargs="+", default=["chunked", "reference"])
+    parser.add_argument("--methods", nargs="+", default=["chunked", "reference"],
+                        help="backends (chunked, cuda, reference) and mamba-ref (mamba_ssm's materialising loop)")
     parser.add_argument("--reference-length", type=int, default=2048,
                         help="measure the reference at this L and scale linearly (0: full length)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in each run (0: default)")
     parser.add_argument("--json", metavar="OUT", help="also save the rows as JSON")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -166,13 +190,18 @@ def main(argv=None) -> int:
         method, mode, n_state, length = args.probe.split(",")
         print(json.dumps(probe(method, mode, int(n_state), int(length), args)))
         return 0
+    print(f"selective scan, batch {args.batch}, K={args.paths} paths x {args.channels} channels, "
+          f"median of {args.repeats}; torch {torch.__version__}, "
+          f"{args.threads or torch.get_num_threads()} threads")
+    print(HEADER, flush=True)
     rows = []
     for n_state in args.n_states:
         for length in args.lengths:
             for mode in ("fwd", "fwd+bwd"):
-                for method in args.methods:
+                # the reference first, so that each default-backend line can show its speed-up
+                for method in sorted(args.methods, key=lambda m: m != "reference"):
                     rows.append(measure_row(method, mode, n_state, length, args))
-    print_table(rows, args)
+                    print(format_row(rows[-1], rows), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args), "rows": rows}, f, indent=2)

@@ -1,7 +1,6 @@
 """High-level entry points used by the CLI and the demo: train, evaluate, infer."""
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Callable

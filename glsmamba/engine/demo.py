@@ -28,7 +28,7 @@ from glsmamba.engine.trainer import read_log
 
 # tuned for a 2-core CPU (see docs/USAGE.md); --quick shrinks everything for tests
 FULL = dict(videos=12, frames=30, size=(240, 180), hard_rate=0.5, input_size=[48, 64],
-            stage1_epochs=6, stage2_epochs=3, batch_size=16, lr1=2e-3, lr2=2e-3)
+            stage1_epochs=10, stage2_epochs=6, batch_size=16, lr1=2e-3, lr2=2e-3)
 QUICK = dict(videos=3, frames=10, size=(160, 120), hard_rate=0.5, input_size=[48, 64],
              stage1_epochs=1, stage2_epochs=1, batch_size=8, lr1=2e-3, lr2=2e-3)
 GLSMAMBA_OVERRIDES = dict(dim=32, d_state=1, gsm_depth=1, lrm_depth=1, mlp_ratio=2.0)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from glsmamba.data.transforms import MEAN_RGB, STD_RGB, box_to_center_scale, get_affine_matrix
+from glsmamba.data.transforms import MEAN_RGB, STD_RGB, get_affine_matrix
 from glsmamba.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

@@ -49,11 +49,17 @@ def flush_denormals_once() -> None:
 
 
 def plan_blocks(batch: int, channels: int, n_state: int, length: int) -> tuple[int, int]:
-    """Return (batch block, segment length) so that one step and one segment fit in cache."""
+    """Return (batch block, segment length) so that one segment's buffers fit in cache.
+
+    Long sequences get segments of about SEGMENT_ELEMS / (channels N) steps; short ones
+    (e.g. per-pixel temporal scans, L = 5) get a larger batch block instead, so that each
+    recurrence step still works on at least STEP_ELEMS elements.
+    """
     per_sequence = channels * n_state
-    batch_block = max(1, min(batch, STEP_ELEMS // per_sequence))
-    segment = SEGMENT_ELEMS // (batch_block * per_sequence)
-    return batch_block, max(1, min(length, MAX_SEGMENT, segment))
+    segment = max(1, min(length, MAX_SEGMENT, SEGMENT_ELEMS // per_sequence))
+    by_buffer = SEGMENT_ELEMS // (segment * per_sequence)
+    by_step = STEP_ELEMS // per_sequence
+    return max(1, min(batch, max(by_buffer, by_step))), segment
 
 
 class _Workspace:

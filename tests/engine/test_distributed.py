@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 
 from glsmamba.engine.distributed import ResumableSampler, shard_indices, DistInfo

@@ -62,3 +62,20 @@ def test_register_model_adds_a_preset():
     assert create_model("test-small").dim == 16
     with pytest.raises(ConfigError):
         register_model("test-bad", GLSMamba, "bad", not_an_argument=3)
+
+
+def test_cli_models_and_info(capsys):
+    from glsmamba.cli import main
+
+    assert main(["models", "--params"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in PRESETS)
+    assert "9.776 M" in out  # glsmamba-b trainable parameters
+    assert main(["info", "glsmamba-tiny", "--frames", "3", "--size", "64x48"]) == 0
+    out = capsys.readouterr().out
+    assert "clip 3 x 64 x 48" in out
+    for part in ("encoder", "embedding", "gsm", "lrm", "head", "total"):
+        assert part in out
+    assert main(["info", "glsmamba-tiny", "--size", "64by48"]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert main(["info", "no-such-model"]) == 2

@@ -57,14 +57,24 @@ def test_wsts_covers_each_real_position_once(shape, window, reset):
     for k in range(2):
         real = paths.order[k][paths.order[k] != L]
         assert torch.equal(real.sort().values, torch.arange(L))
-    x = torch.randn(2, 4, L, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 4, L)
     ys = gather_paths(x, paths)
     assert ys.shape == (2 * paths.num_sequences, 2, 4, paths.seq_len)
     back = scatter_paths(ys, paths)
     assert torch.equal(back, x[:, None].expand(2, 2, 4, L))
-    # gradient of the custom gather/scatter agrees with autograd's numeric check
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_gather_scatter_gradients(reset):
+    """The hand-written backward of gather / scatter against numerical gradients."""
+    paths = wsts_paths(2, 3, 4, (2, 3), reset)  # padded windows when reset
+    x = torch.randn(1, 2, 24, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(paths.num_sequences, 2, 2, paths.seq_len, dtype=torch.float64)
     assert torch.autograd.gradcheck(
-        lambda v: scatter_paths(gather_paths(v, paths) ** 2, paths), (x,))
+        lambda v: scatter_paths(gather_paths(v, paths) ** 2 * weights, paths), (x,))
+    sts = sts6d_paths(2, 2, 3)
+    assert torch.autograd.gradcheck(
+        lambda v: scatter_paths(gather_paths(v[..., :12], sts).cos(), sts), (x,))
 
 
 def test_wsts_window_order_and_padding():
