@@ -14,7 +14,6 @@ Also here: :class:`ViTPoseBaseline`, the single-frame "backbone only" model.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn

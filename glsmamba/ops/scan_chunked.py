@@ -12,7 +12,9 @@ Why it is shaped this way (see ``SCAN.md`` in the shared docs for the measuremen
   segment to the next. Only products of ``exp(delta A) <= 1`` are ever formed, so it is
   exactly as stable as the sequential loop (nothing is divided by a cumulative decay).
 * ``exp`` is evaluated as ``exp2(delta * A log2 e)``: PyTorch's exp2 kernel is about
-  twice as fast as exp on this CPU at the same accuracy.
+  twice as fast as exp on this CPU at the same accuracy. Decays are clamped at 2**-64
+  (see ``MIN_LOG2_DECAY``) so that no fp32 denormals appear on worker threads.
+* The first call sets ``torch.set_flush_denormal(True)`` for the calling thread.
 * The forward keeps only the segment-start states. The backward walks the segments
   backwards, recomputes the states inside each segment from its start state, runs the
   adjoint recurrence ``lam_t = gy_t C_t + exp(delta_{t+1} A) lam_{t+1}`` and forms every

@@ -58,7 +58,7 @@ def test_two_steps_reduce_loss_on_same_batch(tmp_path):
     assert len(losses) == 2 and losses[1] < losses[0]
 
 
-@pytest.mark.parametrize("stop_at", [2, 4, 5])
+@pytest.mark.parametrize("stop_at", [2, 4])
 def test_kill_and_resume_matches_uninterrupted(tmp_path, stop_at):
     """Stop after `stop_at` steps (mid-epoch or on a boundary), resume, compare bitwise."""
     full = make_trainer(tmp_path / "full", tiny_config())
