@@ -199,7 +199,8 @@ class GLSMamba(VideoPoseModel):
                  mlp_ratio: float = 4.0, scan_types=SCAN_TYPES, use_stmm: bool = True,
                  use_channel_attention: bool = True, window=(8, 6), window_reset: bool = True,
                  max_frames: int = 9, freeze_encoder: bool = True, drop_path_rate: float = 0.0,
-                 scan_backend: str = "auto"):
+                 scan_backend: str = "auto", ca_reduction: float = 16.0,
+                 stmm_guide: int | None = None):
         super().__init__(num_joints, num_frames, input_size, encoder_arch, feature_stride, dim,
                          max_frames, freeze_encoder)
         if gsm_depth < 0 or lrm_depth < 0 or gsm_depth + lrm_depth == 0:
@@ -208,7 +209,8 @@ class GLSMamba(VideoPoseModel):
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         common = dict(d_state=d_state, expand=expand, mlp_ratio=mlp_ratio, scan_backend=scan_backend)
         gsm = [GSMBlock(dim, num_frames, tuple(scan_types), use_stmm, use_channel_attention,
-                        drop_path=rates[i], **common) for i in range(gsm_depth)]
+                        ca_reduction=ca_reduction, drop_path=rates[i], stmm_guide=stmm_guide,
+                        **common) for i in range(gsm_depth)]
         lrm = [LRMBlock(dim, tuple(window), window_reset, drop_path=rates[gsm_depth + i], **common)
                for i in range(lrm_depth)]
         self.blocks = nn.ModuleList(gsm + lrm)

@@ -62,11 +62,13 @@ class SequentialChannelAttention(nn.Module):
     frame, so the block is built for a fixed ``num_frames``.
     """
 
-    def __init__(self, dim: int, num_frames: int, reduction: int = 16):
+    def __init__(self, dim: int, num_frames: int, reduction: float = 16):
         super().__init__()
+        if reduction <= 0:
+            raise ValueError(f"channel attention reduction must be positive, got {reduction}")
         self.num_frames = num_frames
         width = dim * num_frames
-        hidden = max(width // reduction, 8)
+        hidden = max(int(width / reduction), 8)  # reduction 1: hidden = T*D
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, width)
 
@@ -120,10 +122,12 @@ class STMM(nn.Module):
 class TypeMerge(nn.Module):
     """Merge the two directions of each scan type, then fuse the types (STMM or sum)."""
 
-    def __init__(self, channels: int, num_types: int, use_stmm: bool = True):
+    def __init__(self, channels: int, num_types: int, use_stmm: bool = True,
+                 guide_channels: int | None = None):
         super().__init__()
         self.num_types = num_types
-        self.stmm = STMM(channels, num_types) if use_stmm and num_types > 1 else None
+        self.stmm = (STMM(channels, num_types, guide_channels)
+                     if use_stmm and num_types > 1 else None)
 
     def forward(self, ys: torch.Tensor, thw: tuple[int, int, int]) -> torch.Tensor:
         """ys (B, 2n, E, L): n forward paths then the n reversed -> (B, E, L)."""
@@ -144,7 +148,8 @@ class GSMBlock(nn.Module):
     def __init__(self, dim: int, num_frames: int, scan_types: tuple[str, ...] = SCAN_TYPES,
                  use_stmm: bool = True, use_channel_attention: bool = True,
                  d_state: int = 16, expand: float = 2.0, mlp_ratio: float = 4.0,
-                 ca_reduction: int = 16, drop_path: float = 0.0, scan_backend: str = "auto"):
+                 ca_reduction: float = 16, drop_path: float = 0.0, scan_backend: str = "auto",
+                 stmm_guide: int | None = None):
         super().__init__()
         scan_types = tuple(scan_types)
         unknown = set(scan_types) - set(SCAN_TYPES)
@@ -158,7 +163,7 @@ class GSMBlock(nn.Module):
         d_inner = int(expand * dim)
         self.mixer = SelectiveScanMixer(
             dim, functools.partial(_sts6d, scan_types), 2 * len(scan_types),
-            TypeMerge(d_inner, len(scan_types), use_stmm), d_state, expand,
+            TypeMerge(d_inner, len(scan_types), use_stmm, stmm_guide), d_state, expand,
             scan_backend=scan_backend)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)

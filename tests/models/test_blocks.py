@@ -57,6 +57,19 @@ def test_channel_attention_rescales_each_frame():
         attn(torch.randn(1, 5, H, W, DIM))
 
 
+def test_channel_attention_width_options():
+    full = SequentialChannelAttention(DIM, T, reduction=1)  # hidden = T*D
+    assert full.fc1.in_features == full.fc1.out_features == T * DIM
+    assert SequentialChannelAttention(DIM, T).fc1.out_features == 8  # T*D/16 = 3 -> floor 8
+    assert SequentialChannelAttention(DIM, T, reduction=0.5).fc1.out_features == 2 * T * DIM
+    with pytest.raises(ValueError, match="reduction"):
+        SequentialChannelAttention(DIM, T, reduction=0)
+    block = GSMBlock(DIM, T, ca_reduction=1.0, stmm_guide=12, d_state=4)
+    assert block.channel_attention.fc1.out_features == T * DIM
+    assert block.mixer.merge.stmm.guide.out_channels == 12
+    _check_block(block, torch.randn(1, T, H, W, DIM, requires_grad=True))
+
+
 def test_type_merge_sums_directions_without_stmm():
     merge = TypeMerge(8, 3, use_stmm=False)
     ys = torch.randn(2, 6, 8, T * H * W)

@@ -1,5 +1,3 @@
-import pytest
-import torch
 import torch.nn as nn
 
 from glsmamba.models.flops import (
@@ -64,9 +62,33 @@ def test_linear_counted_as_one_multiply_add():
     assert report.flops["encoder"] == 16 * 16 * 3 * 5
 
 
-@pytest.mark.slow
 def test_glsmamba_b_costs_on_meta():
+    """GLSMamba-B: the paper's 9.8 M trainable parameters and 138.9 GFLOPs a clip."""
     report = measure_preset("glsmamba-b")
     assert abs(report.total_trainable - 9.8e6) / 9.8e6 < 0.05
+    assert abs(report.total_flops - 138.9e9) / 138.9e9 < 0.08
     assert report.flops["encoder"] == 5 * encoder_flops("vit-b", (256, 192))
     assert isinstance(report, CostReport) and report.total_flops > report.flops["encoder"]
+    # each GSM block scans 6 paths of 192 channels with N = 16 (the scan benchmark's case)
+    L = 5 * 64 * 48
+    stmm_sampling = deform_sampling_flops(5, 3 * 192, 9, 64 * 48)
+    assert report.extra_flops["gsm"] == 4 * (scan_flops(1, 6, 192, L, 16) + stmm_sampling)
+
+
+def test_glsmamba_b_lr_costs_on_meta():
+    report = measure_preset("glsmamba-b-lr")
+    assert abs(report.total_trainable - 9.8e6) / 9.8e6 < 0.05
+    assert abs(report.total_flops - 85.1e9) / 85.1e9 < 0.08
+
+
+def test_ablations_move_in_the_papers_direction():
+    """Fewer scan types or no STMM: fewer parameters and FLOPs than the full model."""
+    costs = {name: measure_preset(name) for name in (
+        "glsmamba-b", "glsmamba-b-unified", "glsmamba-b-unified-spatial", "glsmamba-b-no-stmm")}
+    full = costs["glsmamba-b"]
+    for name in ("glsmamba-b-unified", "glsmamba-b-unified-spatial", "glsmamba-b-no-stmm"):
+        assert costs[name].total_trainable < full.total_trainable
+        assert costs[name].total_flops < full.total_flops
+    unified, both = costs["glsmamba-b-unified"], costs["glsmamba-b-unified-spatial"]
+    assert unified.total_trainable < both.total_trainable
+    assert unified.total_flops < both.total_flops

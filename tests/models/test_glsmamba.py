@@ -107,3 +107,11 @@ def test_tiny_preset_runs_a_clip():
     W, H = model.input_size
     out = model(torch.randn(1, 5, 3, H, W))
     assert out.shape == (1, 3, H // 4, W // 4) and torch.isfinite(out).all()
+
+
+def test_width_options_reach_the_blocks():
+    model = GLSMamba(num_frames=3, ca_reduction=1.0, stmm_guide=4, expand=1.0, **SMALL)
+    gsm = model.gsm_blocks[0]
+    assert gsm.channel_attention.fc1.out_features == 3 * 16  # hidden = T*D
+    assert gsm.mixer.merge.stmm.guide.out_channels == 4
+    assert gsm.mixer.d_inner == model.lrm_blocks[0].mixer.d_inner == 16  # expand 1
