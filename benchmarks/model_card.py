@@ -37,7 +37,9 @@ def table(presets: list[str]) -> str:
     for name in presets:
         report = measure_preset(name)
         paper = PAPER.get(name)
-        paper_text = f"{paper[0]} M / {paper[1]}" if paper else "-"
+        paper_text = "-"
+        if paper:
+            paper_text = f"{paper[0]} M / {paper[1]}" if paper[0] != "-" else f"- / {paper[1]}"
         rows.append(
             f"| `{name}` | {descriptions[name]} | {report.total_trainable / 1e6:.3f} M "
             f"| {report.total_frozen / 1e6:.1f} M | {report.total_flops / 1e9:.1f} "

@@ -50,6 +50,7 @@ class SynthOptions:
     min_people: int = 1
     max_people: int = 3
     hard_rate: float = 0.3
+    severity: float = 1.0
     val_fraction: float = 0.25
     fps: float = 20.0
     label_stride: int = 1
@@ -71,6 +72,8 @@ class SynthOptions:
             problems.append("people must be a range like 1-3 with 1 <= min <= max")
         if not 0.0 <= self.hard_rate <= 1.0:
             problems.append("hard-rate must be in [0, 1]")
+        if not 0.0 < self.severity <= 10.0:
+            problems.append("severity must be in (0, 10]")
         if not 0.0 <= self.val_fraction <= 1.0:
             problems.append("val-fraction must be in [0, 1]")
         if self.label_stride < 1 or self.fps <= 0:
@@ -88,7 +91,7 @@ class SynthOptions:
     def scene_options(self) -> SceneOptions:
         return SceneOptions(width=self.width, height=self.height, fps=self.fps,
                             min_people=self.min_people, max_people=self.max_people,
-                            hard_rate=self.hard_rate, motions=dict(self.motions))
+                            hard_rate=self.hard_rate, severity=self.severity, motions=dict(self.motions))
 
     def detector_options(self) -> DetectorOptions:
         return DetectorOptions(self.det_jitter, self.det_miss, self.det_false_positives)
@@ -236,7 +239,8 @@ def _run_job(arguments: tuple[str, VideoJob, SynthOptions]) -> dict:
 
 def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, seed: int = 0,
                      size: tuple[int, int] = (320, 240), people: tuple[int, int] = (1, 3),
-                     hard_rate: float = 0.3, val_fraction: float = 0.25, fps: float = 20.0,
+                     hard_rate: float = 0.3, severity: float = 1.0, val_fraction: float = 0.25,
+                     fps: float = 20.0,
                      label_stride: int = 1, jpeg_quality: int = 90, det_jitter: float = 0.05,
                      det_miss: float = 0.1, det_false_positives: float = 0.1,
                      motions: dict[str, float] | list[str] | None = None, workers: int = 1,
@@ -245,7 +249,8 @@ def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, se
     """Generate the benchmark into ``out_dir`` and return its path.
 
     ``size`` is (width, height); ``people`` the (min, max) per video; ``motions`` a list of
-    clip names or a name -> weight mapping (default: all clips, locomotion favoured).
+    clip names or a name -> weight mapping (default: all clips, locomotion favoured);
+    ``severity`` scales the hard cases (occluder size, blur length, defocus radius).
     """
     if motions is None:     # the bundled clips this pybullet version ships
         available = set(mocap.available_motions())
@@ -254,6 +259,7 @@ def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, se
         motions = {name: mocap.DEFAULT_MOTIONS.get(name, 1.0) for name in motions}
     options = SynthOptions(videos=videos, frames=frames, seed=seed, width=size[0], height=size[1],
                            min_people=people[0], max_people=people[1], hard_rate=hard_rate,
+                           severity=severity,
                            val_fraction=val_fraction, fps=fps, label_stride=label_stride,
                            jpeg_quality=jpeg_quality, det_jitter=det_jitter, det_miss=det_miss,
                            det_false_positives=det_false_positives, motions=dict(motions))

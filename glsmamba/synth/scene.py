@@ -26,6 +26,7 @@ class SceneOptions:
     min_people: int = 1
     max_people: int = 3
     hard_rate: float = 0.3                  # target fraction of frames with an injected degradation
+    severity: float = 1.0                   # scales occluder size, blur length, defocus radius
     motions: dict[str, float] = field(default_factory=lambda: dict(mocap.DEFAULT_MOTIONS))
 
 
@@ -312,33 +313,43 @@ def make_occluder(rng: np.random.Generator, frames: tuple[int, ...], centre: np.
                     velocity=speed * np.array([np.cos(direction), np.sin(direction)]))
 
 
-def sample_effect(rng: np.random.Generator, kind: str, width: int) -> FrameEffect:
-    unit = width / 320.0
+def sample_effect(rng: np.random.Generator, kind: str, width: int, severity: float = 1.0) -> FrameEffect:
+    """Motion blur of 9-17 px or a defocus disc of radius 3-5.5 px at 320 px wide, times
+    ``severity``."""
+    unit = width / 320.0 * severity
     if kind == "blur":
         return FrameEffect("blur", float(rng.uniform(9, 17) * unit), float(rng.uniform(0, np.pi)))
     return FrameEffect("defocus", float(rng.uniform(3.0, 5.5) * unit))
 
 
 def sample_hard_cases(rng: np.random.Generator, scene: Scene) -> None:
-    """Fill ``scene.occluders`` and ``scene.effects`` (targets occluders at visible joints)."""
+    """Fill ``scene.occluders`` and ``scene.effects`` (targets occluders at visible joints).
+
+    An occluder is 0.3-0.55 of the target person's height (times ``severity``), so at
+    severity >= 2 it hides most of the body for its 1-2 frames."""
     options = scene.options
     for first, length in plan_hard_frames(rng, scene.num_frames, options.hard_rate):
         frames = tuple(range(first, first + length))
         kind = ("occluder", "blur", "defocus")[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
         if kind != "occluder":
-            effect = sample_effect(rng, kind, options.width)
+            effect = sample_effect(rng, kind, options.width, options.severity)
             for frame in frames:
                 scene.effects[frame] = effect
             continue
         target = _occluder_target(rng, scene, frames[len(frames) // 2])
         if target is None:
             continue
-        centre, person_height = target
-        size = rng.uniform(0.3, 0.55) * person_height
+        centre, person_height, person_centre = target
+        # severe occluders aim closer to the body's middle (the joint pulled in by 1/severity)
+        centre = person_centre + (centre - person_centre) / max(options.severity, 1.0)
+        size = rng.uniform(0.3, 0.55) * person_height * options.severity
         scene.occluders.append(make_occluder(rng, frames, centre + rng.normal(0, 0.1 * size, 2), size))
 
 
-def _occluder_target(rng: np.random.Generator, scene: Scene, frame: int) -> tuple[np.ndarray, float] | None:
+def _occluder_target(rng: np.random.Generator, scene: Scene, frame: int
+                     ) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """(pixel of a random visible joint, its person's height in pixels, the centre of that
+    person's visible joints), or None when no joint is in view."""
     camera = scene.cameras[frame]
     candidates = []
     for person in scene.points:
@@ -350,7 +361,8 @@ def _occluder_target(rng: np.random.Generator, scene: Scene, frame: int) -> tupl
                  (pixels[:, 1] >= 0) & (pixels[:, 1] < camera.height) & (depth > 0.1)
         if inside.any():
             height = float(np.ptp(pixels[:, 1])) + 1.0
-            candidates += [(pixels[i], height) for i in np.flatnonzero(inside)]
+            middle = (pixels[inside].min(axis=0) + pixels[inside].max(axis=0)) / 2
+            candidates += [(pixels[i], height, middle) for i in np.flatnonzero(inside)]
     if not candidates:
         return None
     return candidates[int(rng.integers(0, len(candidates)))]
