@@ -45,7 +45,12 @@ def build_stack(kind: str, dim: int):
     from glsmamba.models.transformer import TransformerBlock
 
     if kind == "mamba":
-        return nn.Sequential(*[GSMBlock(dim, T) for _ in range(4)], *[LRMBlock(dim) for _ in range(2)])
+        from glsmamba.models.registry import GLSMAMBA_B_WIDTHS
+
+        widths = {**GLSMAMBA_B_WIDTHS, "dim": dim}
+        common = dict(expand=widths["expand"], mlp_ratio=widths["mlp_ratio"])
+        gsm = [GSMBlock(dim, T, ca_reduction=widths["ca_reduction"], **common) for _ in range(4)]
+        return nn.Sequential(*gsm, *[LRMBlock(dim, **common) for _ in range(2)])
     return nn.Sequential(*[TransformerBlock(dim, HEADS) for _ in range(6)])
 
 

@@ -341,7 +341,8 @@ def sample_hard_cases(rng: np.random.Generator, scene: Scene) -> None:
             continue
         centre, person_height, person_centre = target
         # severe occluders aim closer to the body's middle (the joint pulled in by 1/severity)
-        centre = person_centre + (centre - person_centre) / max(options.severity, 1.0)
+        if options.severity > 1.0:
+            centre = person_centre + (centre - person_centre) / options.severity
         size = rng.uniform(0.3, 0.55) * person_height * options.severity
         scene.occluders.append(make_occluder(rng, frames, centre + rng.normal(0, 0.1 * size, 2), size))
 

@@ -165,3 +165,47 @@ def test_crossing_flag_matches_the_pixels_of_the_person_in_front():
                         same += equal            # nothing else is painted over the joint
     assert hidden >= 5
     assert differ >= 0.9 * hidden and same >= 0.98 * shown, (hidden, differ, shown, same)
+
+
+def test_severity_scales_the_first_hard_case_and_keeps_the_plan():
+    def scene(seed: int, severity: float):
+        options = SceneOptions(width=160, height=120, min_people=1, max_people=2, hard_rate=1.0,
+                               severity=severity)
+        return sample_scene(np.random.default_rng([seed, 7]), options, 12)
+
+    def first_event(s):
+        events = [(min(o.frames), "occluder", o) for o in s.occluders]
+        events += [(frame, e.kind, e) for frame, e in s.effects.items()]
+        return min(events, key=lambda item: item[0])
+
+    kinds = set()
+    for seed in range(8):
+        mild, severe = scene(seed, 1.0), scene(seed, 2.5)
+        # the people, cameras and the first event are the same draws; only sizes scale
+        # (an occluder's texture has as many random values as pixels, so later draws differ)
+        np.testing.assert_allclose(mild.cameras[0].eye, severe.cameras[0].eye)
+        (frame, kind, small), (frame2, kind2, big) = first_event(mild), first_event(severe)
+        assert (frame, kind) == (frame2, kind2)
+        kinds.add(kind)
+        if kind == "occluder":
+            if min(small.mask.shape) > 12:        # above the 10 px floor on the size
+                assert 2.0 < np.sqrt(big.mask.size / small.mask.size) < 3.0
+        else:
+            assert big.size == pytest.approx(2.5 * small.size)
+    assert "occluder" in kinds and kinds & {"blur", "defocus"}
+
+
+def test_severe_occluders_hide_most_joints_of_someone():
+    options = SceneOptions(width=160, height=120, min_people=1, max_people=1, hard_rate=1.0,
+                           severity=2.5)
+    hidden_shares = []
+    for seed in range(3):
+        scene = sample_scene(np.random.default_rng([seed, 11]), options, 12)
+        for occluder in scene.occluders:
+            frame = occluder.frames[0]
+            _, labels = render_frame(scene, frame)
+            for person in label_people(scene, frame, labels):
+                annotated = person.keypoints[:, 2] > 0
+                if annotated.sum() >= 6:
+                    hidden_shares.append((person.occluded_by[annotated] == 1).mean())
+    assert hidden_shares and float(np.median(hidden_shares)) >= 0.5
