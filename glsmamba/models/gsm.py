@@ -22,22 +22,8 @@ import torch.nn as nn
 
 from glsmamba.models.mixer import SelectiveScanMixer
 from glsmamba.models.scan_paths import SCAN_TYPES, sts6d_paths
+from glsmamba.models.vitpose import DropPath
 from glsmamba.ops.deform_conv import DeformConvPack
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class FeedForward(nn.Module):
