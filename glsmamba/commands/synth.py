@@ -38,6 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=_size, default=(320, 240), help="WIDTHxHEIGHT (default 320x240)")
     parser.add_argument("--people", type=_range, default=(1, 3), help="people per video, N or MIN-MAX (default 1-3)")
+    parser.add_argument("--severity", type=float, default=1.0,
+                        help="scale of the hard cases: occluder size, blur length, defocus radius "
+                             "(default 1.0; the demo uses 2.5)")
     parser.add_argument("--hard-rate", type=float, default=0.3,
                         help="target fraction of frames with an occluder, blur or defocus "
                              "(default 0.3; saturates near 0.43)")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = generate_dataset(
         args.out, videos=args.videos, frames=args.frames, seed=args.seed, size=args.size,
-        people=args.people, hard_rate=args.hard_rate, val_fraction=args.val_fraction,
+        people=args.people, hard_rate=args.hard_rate, severity=args.severity, val_fraction=args.val_fraction,
         fps=args.fps, label_stride=args.label_stride, jpeg_quality=args.jpeg_quality,
         det_jitter=args.det_jitter, det_miss=args.det_miss, det_false_positives=args.det_fp,
         motions=motions, workers=workers, overwrite=args.overwrite,
