@@ -8,10 +8,10 @@ process reuses it. The build is atomic (temporary name, then rename). If no comp
 works, :func:`load_library` returns ``None`` after one warning and ``selective_scan``
 falls back to the chunked backend.
 
-Per channel the kernel keeps the N-state in registers and walks t once (forward); the
-backward recomputes the states segment by segment from checkpoints, then runs the
-adjoint recurrence. Only the inputs are saved for backward. delta' (bias, softplus) is
-formed by PyTorch's vectorised ops under autograd before the call; the kernel gets delta'.
+Per channel the kernel forms delta' = softplus(delta + bias) for the row (vectorised),
+keeps the N-state in registers and walks t once (forward); the backward recomputes the
+states segment by segment from checkpoints, then runs the adjoint recurrence and chains
+the gradient through the softplus and the bias. Only the inputs are saved for backward.
 """
 from __future__ import annotations
 
@@ -29,8 +29,6 @@ import warnings
 from pathlib import Path
 
 import torch
-
-from glsmamba.ops.scan_reference import prepare_delta
 
 SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.c"
 ENV_CACHE = "GLSMAMBA_CACHE"
@@ -95,9 +93,9 @@ def _compile(compiler: list[str], flags: list[str], target: Path) -> str | None:
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.glsmamba_scan_forward.argtypes = [ptr] * 7 + [i64] * 5 + [i32]
+    lib.glsmamba_scan_forward.argtypes = [ptr] * 7 + [i32, ptr] + [i64] * 5 + [i32]
     lib.glsmamba_scan_forward.restype = None
-    lib.glsmamba_scan_backward.argtypes = [ptr] * 13 + [i64] * 5 + [i32]
+    lib.glsmamba_scan_backward.argtypes = [ptr] * 7 + [i32] + [ptr] * 8 + [i64] * 5 + [i32]
     lib.glsmamba_scan_backward.restype = i32
     lib.glsmamba_scan_has_openmp.restype = i32
     return lib
@@ -161,39 +159,42 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 class _FusedScan(torch.autograd.Function):
-    """u, dt (B, KD, L); A (KD, N); Bt, Ct (B, K, L, N); D (KD,) or None; all float32 contiguous."""
+    """u, delta (B, KD, L); A (KD, N); Bt, Ct (B, K, L, N); D, bias (KD,) or None;
+    all float32 and contiguous."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, Bt, Ct, D):
+    def forward(ctx, u, delta, A, Bt, Ct, D, bias, softplus: bool):
         lib = load_library()
         batch, channels, length = u.shape
         paths, n_state = Bt.shape[1], A.shape[1]
         y = torch.empty_like(u)
         lib.glsmamba_scan_forward(
-            _ptr(u), _ptr(dt), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(y),
+            _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(bias), int(softplus), _ptr(y),
             batch, channels, paths, length, n_state, torch.get_num_threads(),
         )
-        ctx.save_for_backward(u, dt, A, Bt, Ct, D)
+        ctx.save_for_backward(u, delta, A, Bt, Ct, D, bias)
+        ctx.softplus = softplus
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        u, dt, A, Bt, Ct, D = ctx.saved_tensors
+        u, delta, A, Bt, Ct, D, bias = ctx.saved_tensors
         lib = load_library()
         grad_y = grad_y.to(torch.float32).contiguous()
         batch, channels, length = u.shape
         paths, n_state = Bt.shape[1], A.shape[1]
-        du, ddt = torch.empty_like(u), torch.empty_like(dt)
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dA, dBt, dCt = torch.empty_like(A), torch.empty_like(Bt), torch.empty_like(Ct)
         dD = torch.empty_like(D) if D is not None else None
+        dbias = torch.empty_like(bias) if bias is not None else None
         status = lib.glsmamba_scan_backward(
-            _ptr(u), _ptr(dt), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(grad_y),
-            _ptr(du), _ptr(ddt), _ptr(dA), _ptr(dBt), _ptr(dCt), _ptr(dD),
+            _ptr(u), _ptr(delta), _ptr(A), _ptr(Bt), _ptr(Ct), _ptr(D), _ptr(bias), int(ctx.softplus),
+            _ptr(grad_y), _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dBt), _ptr(dCt), _ptr(dD), _ptr(dbias),
             batch, channels, paths, length, n_state, torch.get_num_threads(),
         )
         if status != 0:
             raise MemoryError("selective_scan (fused): could not allocate the backward work buffers")
-        return du, ddt, dA, dBt, dCt, dD
+        return du, ddelta, dA, dBt, dCt, dD, dbias, None
 
 
 def selective_scan_fused(
@@ -216,10 +217,9 @@ def selective_scan_fused(
     if u.device.type != "cpu":
         raise ValueError(f"selective_scan: the fused backend runs on CPU only, got {u.device}")
     f32 = torch.float32
-    u, delta, A, B, C = (t.to(f32) for t in (u, delta, A, B, C))
+    u, delta, A = (t.to(f32).contiguous() for t in (u, delta, A))
+    Bt = B.to(f32).transpose(-1, -2).contiguous()  # (B, K, L, N)
+    Ct = C.to(f32).transpose(-1, -2).contiguous()
     D = D.to(f32).contiguous() if D is not None else None
-    delta_bias = delta_bias.to(f32) if delta_bias is not None else None
-    dt = prepare_delta(delta, delta_bias, delta_softplus)  # autograd chains bias and softplus
-    Bt = B.transpose(-1, -2).contiguous()  # (B, K, L, N)
-    Ct = C.transpose(-1, -2).contiguous()
-    return _FusedScan.apply(u.contiguous(), dt.contiguous(), A.contiguous(), Bt, Ct, D)
+    delta_bias = delta_bias.to(f32).contiguous() if delta_bias is not None else None
+    return _FusedScan.apply(u, delta, A, Bt, Ct, D, delta_bias, bool(delta_softplus))

@@ -8,10 +8,14 @@ path's D channels sharing one B and one C)::
     h_t    = exp(delta'_t A) * h_{t-1} + delta'_t B_t u_t,   h_0 = 0
     y_t    = sum_n C_tn h_tn + D u_t
 
-Backends: ``"chunked"`` (default, plain PyTorch, CPU and GPU), ``"cuda"`` (mamba_ssm's
-compiled kernel), ``"reference"`` (sequential loop, for tests). ``"auto"`` picks cuda
-when the compiled module imports and the tensors are on CUDA, else chunked. The
-environment variable ``GLSMAMBA_SCAN_BACKEND`` overrides what ``"auto"`` picks.
+Backends: ``"fused"`` (C kernel compiled on first use with the system compiler, CPU,
+float32; ``scan_fused.py``), ``"chunked"`` (plain PyTorch, CPU and GPU, float32 or
+float64), ``"cuda"`` (mamba_ssm's compiled kernel), ``"reference"`` (sequential loop, for
+tests). ``"auto"`` picks cuda when the compiled module imports and the tensors are on
+CUDA; on CPU fused when it builds (chunked for float64 inputs, or after one warning when
+no C compiler works); else chunked. The environment variable ``GLSMAMBA_SCAN_BACKEND``
+overrides what ``"auto"`` picks. An explicit ``"fused"`` that cannot be built falls back
+to chunked (after the same warning).
 """
 from __future__ import annotations
 
@@ -21,15 +25,17 @@ import torch
 
 from glsmamba.errors import ConfigError
 
-BACKENDS = ("auto", "reference", "chunked", "cuda")
+BACKENDS = ("auto", "reference", "chunked", "fused", "cuda")
 ENV_BACKEND = "GLSMAMBA_SCAN_BACKEND"
 
 
 def available_backends() -> list[str]:
-    """Backends that can run here (``"cuda"`` only when its compiled module imports)."""
-    from glsmamba.ops import scan_cuda
+    """Backends that can run here (``"cuda"``/``"fused"`` only when their compiled code loads)."""
+    from glsmamba.ops import scan_cuda, scan_fused
 
     names = ["chunked", "reference"]
+    if scan_fused.is_available():
+        names.insert(0, "fused")
     if scan_cuda.is_available():
         names.insert(0, "cuda")
     return names
@@ -71,8 +77,12 @@ def check_scan_inputs(
         raise ValueError(f"selective_scan: inputs on different devices {sorted(map(str, devices))}")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn ``"auto"`` (or the env override) into a concrete backend name."""
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """Turn ``"auto"`` (or the env override) into a concrete backend name.
+
+    ``"fused"`` resolves to ``"chunked"`` when its kernel cannot be built or the device
+    is not the CPU; ``"auto"`` also keeps float64 inputs on chunked (fused is float32).
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown selective-scan backend {backend!r}; choose from {BACKENDS}")
     if backend == "auto":
@@ -82,7 +92,13 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         from glsmamba.ops import scan_cuda
 
-        return "cuda" if device.type == "cuda" and scan_cuda.is_available() else "chunked"
+        if device.type == "cuda" and scan_cuda.is_available():
+            return "cuda"
+        backend = "fused" if device.type == "cpu" and dtype != torch.float64 else "chunked"
+    if backend == "fused":
+        from glsmamba.ops import scan_fused
+
+        return "fused" if device.type == "cpu" and scan_fused.is_available() else "chunked"
     return backend
 
 
@@ -100,10 +116,11 @@ def selective_scan(
     """S6 scan over K paths batched along channels.
 
     u, delta: (B, K*D, L); A: (K*D, N); B, C: (B, K, N, L); D, delta_bias: (K*D,).
-    Returns y (B, K*D, L) in float32 (float64 if the inputs are float64).
+    Returns y (B, K*D, L) in float32 (float64 if the inputs are float64 and the backend
+    is chunked or reference; fused always computes in float32).
     """
     check_scan_inputs(u, delta, A, B, C, D, delta_bias)
-    name = resolve_backend(backend, u.device)
+    name = resolve_backend(backend, u.device, u.dtype)
     if name == "reference":
         from glsmamba.ops.scan_reference import selective_scan_reference
 
@@ -112,6 +129,10 @@ def selective_scan(
         from glsmamba.ops.scan_cuda import selective_scan_cuda
 
         return selective_scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "fused":
+        from glsmamba.ops.scan_fused import selective_scan_fused
+
+        return selective_scan_fused(u, delta, A, B, C, D, delta_bias, delta_softplus)
     from glsmamba.ops.scan_chunked import selective_scan_chunked
 
     return selective_scan_chunked(u, delta, A, B, C, D, delta_bias, delta_softplus)

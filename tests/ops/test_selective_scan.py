@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from glsmamba.errors import ConfigError
-from glsmamba.ops import scan_chunked, scan_cuda
+from glsmamba.ops import scan_chunked, scan_cuda, scan_fused
 from glsmamba.ops.scan_reference import selective_scan_reference
 from glsmamba.ops.selective_scan import available_backends, resolve_backend, selective_scan
 
@@ -165,21 +165,32 @@ def test_low_precision_inputs_computed_in_float32():
     assert relative_error(y, y_ref) <= RTOL
 
 
-def test_public_api_backends_agree():
+def test_public_api_backends_agree(monkeypatch):
+    monkeypatch.delenv("GLSMAMBA_SCAN_BACKEND", raising=False)
     inputs = make_inputs(2, 2, 3, 16, 20)
     y_auto = selective_scan(*inputs, delta_softplus=True)
     y_ref = selective_scan(*inputs, delta_softplus=True, backend="reference")
     y_chunked = selective_scan(*inputs, delta_softplus=True, backend="chunked")
-    assert torch.equal(y_auto, y_chunked)
-    assert relative_error(y_auto, y_ref) <= RTOL
+    y_fused = selective_scan(*inputs, delta_softplus=True, backend="fused")
+    assert torch.equal(y_auto, y_fused if scan_fused.is_available() else y_chunked)
+    for y in (y_auto, y_chunked, y_fused):
+        assert relative_error(y, y_ref) <= RTOL
     assert y_auto.is_contiguous()
 
 
-def test_auto_picks_chunked_on_cpu(monkeypatch):
+def test_auto_picks_fused_on_cpu_when_it_builds(monkeypatch):
     monkeypatch.delenv("GLSMAMBA_SCAN_BACKEND", raising=False)
-    assert resolve_backend("auto", torch.device("cpu")) == "chunked"
-    assert resolve_backend("reference", torch.device("cpu")) == "reference"
+    cpu = torch.device("cpu")
+    expected = "fused" if scan_fused.is_available() else "chunked"
+    assert resolve_backend("auto", cpu) == expected
+    assert resolve_backend("auto", cpu, torch.bfloat16) == expected
+    assert resolve_backend("auto", cpu, torch.float64) == "chunked"  # fused computes in float32
+    assert resolve_backend("fused", cpu) == expected
+    assert resolve_backend("reference", cpu) == "reference"
     assert "chunked" in available_backends() and "reference" in available_backends()
+    assert ("fused" in available_backends()) == scan_fused.is_available()
+    monkeypatch.setenv("GLSMAMBA_SCAN_BACKEND", "chunked")
+    assert resolve_backend("auto", cpu) == "chunked"
     monkeypatch.setenv("GLSMAMBA_SCAN_BACKEND", "reference")
     assert resolve_backend("auto", torch.device("cpu")) == "reference"
     monkeypatch.setenv("GLSMAMBA_SCAN_BACKEND", "fastest")

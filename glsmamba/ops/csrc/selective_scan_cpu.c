@@ -3,7 +3,9 @@
  * Built on first use by glsmamba/ops/scan_fused.py with the system C compiler and loaded
  * with ctypes; no Python or torch headers. The caller prepares the inputs:
  *
- *   u, dt  (batch, KD, L)     dt = delta' (bias and softplus already applied)
+ *   u, delta (batch, KD, L)   delta' = softplus(delta + bias) (or delta + bias) is
+ *                             formed per channel row inside the kernel
+ *   bias   (KD,) or NULL
  *   A      (KD, N)
  *   Bt, Ct (batch, K, L, N)   B and C transposed so that the state index is contiguous
  *   D      (KD,) or NULL
@@ -95,14 +97,19 @@ int glsmamba_scan_has_openmp(void) {
 #endif
 }
 
-/* One channel forward: y[0..L) from its rows; h is an N-float scratch. */
-/* 8-float vectors (GCC/Clang vector extension): the N = 16 (any N % 8 == 0) fast path. */
+/* Short float vectors (GCC/Clang vector extension) for N % VW == 0 (N = 16): 8 lanes with
+ * AVX, else 4 (SSE2, NEON). The names say 8 but mean VW. */
 #if defined(__GNUC__)
 #define HAVE_VEC8 1
-typedef float vf8 __attribute__((vector_size(32)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
+#if defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf8 __attribute__((vector_size(4 * VW)));
+typedef int32_t vi8 __attribute__((vector_size(4 * VW)));
 
-static inline vf8 splat8(float x) { return (vf8){x, x, x, x, x, x, x, x}; }
+static inline vf8 splat8(float x) { return (vf8){0} + x; }
 
 static inline vf8 load8(const float *p) {
     vf8 v;
@@ -142,37 +149,99 @@ static inline vf8 exp2_clamped8(vf8 z) {
 }
 
 static inline float sum8(vf8 v) {
+#if VW == 8
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+#else
+    return (v[0] + v[2]) + (v[1] + v[3]);
+#endif
 }
 
-#define MAX_VEC 8 /* N up to 64 on the vector path */
+#define MAX_VEC (64 / VW) /* N up to 64 on the vector path */
 
 static void forward_channel_vec(const float *u, const float *dt, const float *A2, const float *Bt,
                                 const float *Ct, float d, float *y, int64_t L, int64_t N) {
-    const int64_t nv = N / 8;
+    const int64_t nv = N / VW;
     vf8 h[MAX_VEC], a2[MAX_VEC];
     for (int64_t j = 0; j < nv; j++) {
         h[j] = splat8(0.0f);
-        a2[j] = load8(A2 + 8 * j);
+        a2[j] = load8(A2 + VW * j);
     }
     for (int64_t t = 0; t < L; t++) {
         const float step = dt[t], drive = step * u[t];
         const float *b = Bt + t * N, *c = Ct + t * N;
         vf8 acc = splat8(0.0f);
         for (int64_t j = 0; j < nv; j++) {
-            h[j] = exp2_clamped8(a2[j] * step) * h[j] + load8(b + 8 * j) * drive;
-            acc += load8(c + 8 * j) * h[j];
+            h[j] = exp2_clamped8(a2[j] * step) * h[j] + load8(b + VW * j) * drive;
+            acc += load8(c + VW * j) * h[j];
         }
         y[t] = sum8(acc) + d * u[t];
     }
 }
 #endif
 
+/* delta' = softplus(delta + bias) (or delta + bias) for one channel row. */
+static void prepare_row(const float *delta, float bias, int softplus, float *dt, int64_t L) {
+    int64_t t = 0;
+#ifdef HAVE_VEC8
+    for (; t + VW <= L; t += VW) {
+        vf8 x = load8(delta + t) + bias;
+        if (softplus) {
+            /* softplus(x) = max(x, 0) + log1p(e), e = exp(-|x|); log1p(e) = 2 atanh(e / (2 + e)) */
+            vf8 ax = select8(x < 0.0f, -x, x);
+            vf8 e = exp2_clamped8(ax * -LOG2E);
+            vf8 q = e / (e + 2.0f), q2 = q * q;
+            vf8 p = splat8(1.0f / 13.0f);
+            p = p * q2 + 1.0f / 11.0f;
+            p = p * q2 + 1.0f / 9.0f;
+            p = p * q2 + 1.0f / 7.0f;
+            p = p * q2 + 1.0f / 5.0f;
+            p = p * q2 + 1.0f / 3.0f;
+            p = p * q2 + 1.0f;
+            x = select8(x > 0.0f, x, splat8(0.0f)) + 2.0f * q * p;
+        }
+        store8(dt + t, x);
+    }
+#endif
+    for (; t < L; t++) {
+        float x = delta[t] + bias;
+        dt[t] = softplus ? (x > 20.0f ? x : log1pf(expf(x))) : x;
+    }
+}
+
+/* ddelta (gradient of delta') becomes the gradient of delta: times sigmoid(delta + bias)
+ * when softplus; returns its sum (the bias gradient of this row) in double. */
+static double chain_row(const float *delta, float bias, int softplus, float *ddelta, int64_t L) {
+    double total = 0.0;
+    int64_t t = 0;
+    if (softplus) {
+#ifdef HAVE_VEC8
+        for (; t + VW <= L; t += VW) {
+            vf8 x = load8(delta + t) + bias;
+            vf8 ax = select8(x < 0.0f, -x, x);
+            vf8 e = exp2_clamped8(ax * -LOG2E);
+            vf8 sig = select8(x < 0.0f, e, splat8(1.0f)) / (e + 1.0f);
+            vf8 g = load8(ddelta + t) * sig;
+            store8(ddelta + t, g);
+            for (int i = 0; i < VW; i++) total += g[i];
+        }
+#endif
+        for (; t < L; t++) {
+            float x = delta[t] + bias;
+            ddelta[t] *= 1.0f / (1.0f + expf(-x));
+            total += ddelta[t];
+        }
+    } else {
+        for (; t < L; t++) total += ddelta[t];
+    }
+    return total;
+}
+
+/* One channel forward: y[0..L) from its rows; h is an N-float scratch. */
 /* One channel forward: y[0..L) from its rows; h is an N-float scratch. */
 static void forward_channel(const float *u, const float *dt, const float *A2, const float *Bt,
                             const float *Ct, float d, float *y, float *h, int64_t L, int64_t N) {
 #ifdef HAVE_VEC8
-    if (N % 8 == 0 && N <= 8 * MAX_VEC) {
+    if (N % VW == 0 && N <= VW * MAX_VEC) {
         forward_channel_vec(u, dt, A2, Bt, Ct, d, y, L, N);
         return;
     }
@@ -191,10 +260,14 @@ static void forward_channel(const float *u, const float *dt, const float *A2, co
     }
 }
 
-void glsmamba_scan_forward(const float *u, const float *dt, const float *A, const float *Bt,
-                           const float *Ct, const float *D, float *y, int64_t batch, int64_t KD,
-                           int64_t K, int64_t L, int64_t N, int threads) {
+void glsmamba_scan_forward(const float *u, const float *delta, const float *A, const float *Bt,
+                           const float *Ct, const float *D, const float *bias, int softplus, float *y,
+                           int64_t batch, int64_t KD, int64_t K, int64_t L, int64_t N, int threads) {
     const int64_t per_path = KD / K, units = batch * KD;
+    /* dynamic chunks of about 4096 steps: a thread that the OS delays on a busy machine
+     * does not hold up the others, and short sequences (L = 5) are not scheduled singly */
+    const int64_t chunk = L >= 4096 ? 1 : 4096 / L;
+    (void)chunk;
     float *A2 = (float *)malloc(sizeof(float) * KD * N);
     for (int64_t i = 0; i < KD * N; i++) A2[i] = A[i] * LOG2E;
 #ifdef _OPENMP
@@ -203,16 +276,19 @@ void glsmamba_scan_forward(const float *u, const float *dt, const float *A, cons
     {
         unsigned int csr = enter_flush_denormals();
         float *h = (float *)malloc(sizeof(float) * N);
+        float *dt = (float *)malloc(sizeof(float) * L);
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, chunk)
 #endif
         for (int64_t unit = 0; unit < units; unit++) {
             const int64_t b = unit / KD, c = unit % KD, k = c / per_path;
             const int64_t row = unit * L, bc = (b * K + k) * L * N;
-            forward_channel(u + row, dt + row, A2 + c * N, Bt + bc, Ct + bc, D ? D[c] : 0.0f,
+            prepare_row(delta + row, bias ? bias[c] : 0.0f, softplus, dt, L);
+            forward_channel(u + row, dt, A2 + c * N, Bt + bc, Ct + bc, D ? D[c] : 0.0f,
                             y + row, h, L, N);
         }
         free(h);
+        free(dt);
         leave_flush_denormals(csr);
     }
     (void)threads;
@@ -230,12 +306,25 @@ typedef struct {
     double *dD;    /* (KD,) */
 } Scratch;
 
+#ifdef HAVE_VEC8
+static void backward_channel_vec(const float *u, const float *dt, const float *A, const float *A2,
+                                 const float *Bt, const float *Ct, float d, const float *dy,
+                                 float *du, float *ddt, float *dBt, float *dCt, double *dA,
+                                 double *dD, Scratch *s, int64_t L, int64_t N);
+#endif
+
 /* One channel backward. dBt/dCt rows are shared by the channels of the path (the caller
  * makes sure one thread owns them); dA/dD go to the thread's double accumulators. */
 static void backward_channel(const float *u, const float *dt, const float *A, const float *A2,
                              const float *Bt, const float *Ct, float d, const float *dy, float *du,
                              float *ddt, float *dBt, float *dCt, double *dA, double *dD,
                              Scratch *s, int64_t L, int64_t N) {
+#ifdef HAVE_VEC8
+    if (N % VW == 0 && N <= VW * MAX_VEC) {
+        backward_channel_vec(u, dt, A, A2, Bt, Ct, d, dy, du, ddt, dBt, dCt, dA, dD, s, L, N);
+        return;
+    }
+#endif
     const int64_t segments = (L + SEGMENT - 1) / SEGMENT;
     float *h = s->h, *decay = s->decay, *dh = s->dh, *dA_seg = s->dA_seg;
     /* pass 1: segment-start states */
@@ -293,11 +382,79 @@ static void backward_channel(const float *u, const float *dt, const float *A, co
     *dD += dD_acc;
 }
 
+#ifdef HAVE_VEC8
+/* backward_channel for N % VW == 0: the same passes on 8-float vectors. */
+static void backward_channel_vec(const float *u, const float *dt, const float *A, const float *A2,
+                                 const float *Bt, const float *Ct, float d, const float *dy,
+                                 float *du, float *ddt, float *dBt, float *dCt, double *dA,
+                                 double *dD, Scratch *s, int64_t L, int64_t N) {
+    const int64_t segments = (L + SEGMENT - 1) / SEGMENT, nv = N / VW;
+    float *hs = s->h, *decay = s->decay;
+    vf8 h[MAX_VEC], a2[MAX_VEC], a[MAX_VEC], dh[MAX_VEC], dA_seg[MAX_VEC];
+    for (int64_t j = 0; j < nv; j++) {
+        h[j] = splat8(0.0f);
+        a2[j] = load8(A2 + VW * j);
+        a[j] = load8(A + VW * j);
+        dh[j] = splat8(0.0f);
+    }
+    for (int64_t seg = 0; seg < segments; seg++) { /* pass 1: segment-start states */
+        for (int64_t j = 0; j < nv; j++) store8(s->starts + seg * N + VW * j, h[j]);
+        const int64_t t1 = (seg + 1) * SEGMENT < L ? (seg + 1) * SEGMENT : L;
+        for (int64_t t = seg * SEGMENT; t < t1; t++) {
+            const float step = dt[t], drive = step * u[t];
+            for (int64_t j = 0; j < nv; j++)
+                h[j] = exp2_clamped8(a2[j] * step) * h[j] + load8(Bt + t * N + VW * j) * drive;
+        }
+    }
+    double dD_acc = 0.0;
+    for (int64_t seg = segments - 1; seg >= 0; seg--) {
+        const int64_t t0 = seg * SEGMENT, t1 = (t0 + SEGMENT) < L ? t0 + SEGMENT : L;
+        for (int64_t j = 0; j < nv; j++) {
+            h[j] = load8(s->starts + seg * N + VW * j);
+            store8(hs + VW * j, h[j]);
+            dA_seg[j] = splat8(0.0f);
+        }
+        for (int64_t t = t0; t < t1; t++) { /* recompute states and decays of the segment */
+            const float step = dt[t], drive = step * u[t];
+            for (int64_t j = 0; j < nv; j++) {
+                vf8 dec = exp2_clamped8(a2[j] * step);
+                store8(decay + (t - t0) * N + VW * j, dec);
+                h[j] = dec * h[j] + load8(Bt + t * N + VW * j) * drive;
+                store8(hs + (t - t0 + 1) * N + VW * j, h[j]);
+            }
+        }
+        for (int64_t t = t1 - 1; t >= t0; t--) { /* adjoint */
+            const float g = dy[t], step = dt[t], ut = u[t], su = step * ut;
+            vf8 du_acc = splat8(0.0f), ddt_acc = splat8(0.0f);
+            for (int64_t j = 0; j < nv; j++) {
+                const int64_t o = (t - t0) * N + VW * j, bo = t * N + VW * j;
+                vf8 b = load8(Bt + bo), dec = load8(decay + o), prev = load8(hs + o);
+                vf8 lam = dh[j] + load8(Ct + bo) * g;
+                store8(dCt + bo, load8(dCt + bo) + load8(hs + o + N) * g);
+                vf8 ah = dec * prev;
+                du_acc += lam * b;
+                ddt_acc += lam * (b * ut + a[j] * ah);
+                dA_seg[j] += lam * ah * step;
+                store8(dBt + bo, load8(dBt + bo) + lam * su);
+                dh[j] = lam * dec;
+            }
+            du[t] = sum8(du_acc) * step + g * d;
+            ddt[t] = sum8(ddt_acc);
+            dD_acc += (double)g * ut;
+        }
+        for (int64_t j = 0; j < nv; j++)
+            for (int i = 0; i < VW; i++) dA[VW * j + i] += dA_seg[j][i];
+    }
+    *dD += dD_acc;
+}
+#endif
+
 /* dA and dD are float outputs (KD, N) and (KD,), dD may be NULL when D is NULL.
  * dBt, dCt (batch, K, L, N) are written completely (no need to zero them). */
-int glsmamba_scan_backward(const float *u, const float *dt, const float *A, const float *Bt,
-                           const float *Ct, const float *D, const float *dy, float *du, float *ddt,
-                           float *dA, float *dBt, float *dCt, float *dD, int64_t batch, int64_t KD,
+int glsmamba_scan_backward(const float *u, const float *delta, const float *A, const float *Bt,
+                           const float *Ct, const float *D, const float *bias, int softplus,
+                           const float *dy, float *du, float *ddelta, float *dA, float *dBt,
+                           float *dCt, float *dD, float *dbias, int64_t batch, int64_t KD,
                            int64_t K, int64_t L, int64_t N, int threads) {
     const int64_t per_path = KD / K, blocks = batch * K, path_elems = L * N;
     if (threads < 1) threads = 1;
@@ -308,7 +465,7 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
      * groups, each with its own dB/dC partial, so that there are enough units to keep the
      * threads busy; partials are summed at the end. */
     int64_t groups = 1;
-    if (threads > 1 && blocks % threads != 0 && blocks < 4 * threads) {
+    if (threads > 1 && blocks < 4 * threads) {
         groups = (4 * threads + blocks - 1) / blocks;
         if (groups > per_path) groups = per_path;
     }
@@ -329,6 +486,7 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
     float *A2 = (float *)malloc(sizeof(float) * KD * N);
     double *acc_A = (double *)calloc((size_t)(threads * KD * N), sizeof(double));
     double *acc_D = (double *)calloc((size_t)(threads * KD), sizeof(double));
+    double *acc_bias = (double *)calloc((size_t)(threads * KD), sizeof(double));
     for (int64_t i = 0; i < KD * N; i++) A2[i] = A[i] * LOG2E;
     const int64_t segments = (L + SEGMENT - 1) / SEGMENT;
 #ifdef _OPENMP
@@ -345,6 +503,7 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
         s.dA_seg = (float *)malloc(sizeof(float) * N);
         s.dA = acc_A + (int64_t)tid * KD * N;
         s.dD = acc_D + (int64_t)tid * KD;
+        float *dt = (float *)malloc(sizeof(float) * L);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -357,9 +516,12 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
             float *db = part_B + g * total + bk, *dc = part_C + g * total + bk;
             for (int64_t c = c0; c < c1; c++) {
                 const int64_t row = (b * KD + c) * L;
-                backward_channel(u + row, dt + row, A + c * N, A2 + c * N, Bt + bk, Ct + bk,
-                                 D ? D[c] : 0.0f, dy + row, du + row, ddt + row, db, dc,
+                const float bias_c = bias ? bias[c] : 0.0f;
+                prepare_row(delta + row, bias_c, softplus, dt, L);
+                backward_channel(u + row, dt, A + c * N, A2 + c * N, Bt + bk, Ct + bk,
+                                 D ? D[c] : 0.0f, dy + row, du + row, ddelta + row, db, dc,
                                  s.dA + c * N, s.dD + c, &s, L, N);
+                acc_bias[(int64_t)tid * KD + c] += chain_row(delta + row, bias_c, softplus, ddelta + row, L);
             }
         }
         free(s.h);
@@ -367,6 +529,7 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
         free(s.starts);
         free(s.dh);
         free(s.dA_seg);
+        free(dt);
         if (groups > 1) {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
@@ -395,6 +558,13 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
             dD[c] = (float)sum;
         }
     }
+    if (dbias) {
+        for (int64_t c = 0; c < KD; c++) {
+            double sum = 0.0;
+            for (int tid = 0; tid < threads; tid++) sum += acc_bias[(int64_t)tid * KD + c];
+            dbias[c] = (float)sum;
+        }
+    }
     if (groups > 1) {
         free(part_B);
         free(part_C);
@@ -402,5 +572,6 @@ int glsmamba_scan_backward(const float *u, const float *dt, const float *A, cons
     free(A2);
     free(acc_A);
     free(acc_D);
+    free(acc_bias);
     return 0;
 }
