@@ -17,6 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="torch CPU threads (default 1: the demo's small tensors gain little "
                              "from more, and lose a lot when the cores are busy; 0 = torch's "
                              "default)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the data, runs and report of an existing --out folder")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
     return parser
@@ -25,5 +27,5 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from glsmamba.engine.demo import run_demo
     run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
-             threads=args.threads or None)
+             threads=args.threads or None, overwrite=args.overwrite)
     return 0

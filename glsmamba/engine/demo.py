@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from glsmamba.engine import api
+from glsmamba.errors import ConfigError
 from glsmamba.engine.config import DEFAULTS
 from glsmamba.engine.trainer import read_log
 
@@ -100,8 +101,11 @@ def glsmamba_config(base: dict, recipe: dict, encoder_from: str,
 
 def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, progress: bool = True,
              threads: int | None = None, log=print, recipe: dict | None = None,
-             glsmamba_overrides: dict | None = None) -> dict:
+             glsmamba_overrides: dict | None = None, overwrite: bool = False) -> dict:
     """Run the whole demo; returns the results table (also written to summary.md).
+
+    A non-empty ``out_dir`` is refused unless ``overwrite`` (its data, runs and report
+    are then replaced).
 
     ``threads`` sets torch's intra-op threads (1 is much faster on a CPU shared with other
     busy processes; the default keeps torch's choice). ``recipe`` / ``glsmamba_overrides``
@@ -114,6 +118,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, progress: 
     recipe = {**(QUICK if quick else FULL), **(recipe or {})}
     overrides = {**GLSMAMBA_OVERRIDES, **(glsmamba_overrides or {})}
     out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir} is not empty: choose another --out or pass --overwrite "
+                          "to replace its data, runs and report")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()

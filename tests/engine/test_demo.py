@@ -44,3 +44,12 @@ def test_clean_annotations_drop_the_labels_of_degraded_frames(tmp_path):
     assert [i["is_labeled"] for i in document["images"]] == [True, False, False]
     # the source is untouched
     assert len(json.loads((folder / "v1.json").read_text())["annotations"]) == 4
+
+
+def test_demo_refuses_a_non_empty_out_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "mine.txt").read_text() == "user data"
