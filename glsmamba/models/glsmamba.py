@@ -116,7 +116,22 @@ def _size_wh(input_size) -> tuple[int, int]:
     return width, height
 
 
-class VideoPoseModel(nn.Module):
+class _EncoderPoseModel(nn.Module):
+    """What every pose model here shares: ``forward = forward_features(encode(clip))`` and
+    a frozen encoder that stays in eval mode under ``model.train()``."""
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        """clip (B, T, 3, H, W) normalised RGB -> heatmaps (B, K, H/4, W/4)."""
+        return self.forward_features(self.encode(clip))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoder.frozen:
+            self.encoder.train(False)
+        return self
+
+
+class VideoPoseModel(_EncoderPoseModel):
     """Shared encoder / API of the video models: subclasses build ``self.blocks``."""
 
     def __init__(self, num_joints: int = 17, num_frames: int = 5, input_size=(192, 256),
@@ -179,15 +194,6 @@ class VideoPoseModel(nn.Module):
         tokens = self.forward_blocks(self.embed(feats))  # (B, T, h, w, D)
         return self.head(tokens[:, T // 2])
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        """clip (B, T, 3, H, W) normalised RGB -> heatmaps (B, K, H/4, W/4)."""
-        return self.forward_features(self.encode(clip))
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.encoder.frozen:
-            self.encoder.train(False)
-        return self
 
 
 class GLSMamba(VideoPoseModel):
@@ -243,7 +249,7 @@ class _FinalLayer(nn.Module):
             nn.init.zeros_(self.final_layer.bias)
 
 
-class ViTPoseBaseline(nn.Module):
+class ViTPoseBaseline(_EncoderPoseModel):
     """Single-frame "backbone only" model: ViTPose encoder + ``keypoint_head.final_layer``.
 
     Same API as :class:`GLSMamba`; only the centre frame of the clip is used.
@@ -276,11 +282,3 @@ class ViTPoseBaseline(nn.Module):
             raise ValueError(f"features must be (B, T, C, h, w), got {tuple(feats.shape)}")
         return self.keypoint_head.final_layer(feats[:, feats.shape[1] // 2])
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(self.encode(clip))
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.encoder.frozen:
-            self.encoder.train(False)
-        return self

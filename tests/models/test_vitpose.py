@@ -14,13 +14,7 @@ from glsmamba.models.vitpose import (
 from glsmamba.models.vitpose import _checkpoint_grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster, and robust when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def official_vit_b_shapes() -> dict[str, tuple[int, ...]]:

@@ -11,13 +11,7 @@ from glsmamba.ops.deform_conv import (
     DeformConvPack, ModulatedDeformConv2d, modulated_deform_conv2d)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster, and robust when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------- plain reference
