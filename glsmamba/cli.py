@@ -19,7 +19,9 @@ COMMANDS = {
     "train": "train",
     "eval": "evaluate",
     "infer": "infer",
+    "convert-vitpose": "convert_vitpose",
     "demo": "demo",
+    "bench": "bench",
 }
 
 
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from glsmamba import __version__
 
     parser.add_argument("--version", action="version", version=f"glsmamba {__version__}")
+    progress_help = ("progress display: bar (terminal), log (one line per interval), none; "
+                     "auto (default) = bar on a terminal, else log")
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default=None, help=progress_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         try:
@@ -40,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(subparsers)
+    for sub in subparsers.choices.values():    # also accepted after the command name
+        sub.add_argument("--progress", choices=PROGRESS_MODES, default=argparse.SUPPRESS,
+                         help=progress_help)
     return parser
 
 
@@ -49,17 +57,57 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from glsmamba import progress
+    mode = getattr(args, "progress", None)
+    if getattr(args, "no_progress", False):
+        mode = "none"
+    previous_mode = progress.get_mode_setting()
+    progress.set_mode(mode)
+    _line_buffered_stdout()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except GlsmambaError as err:
-        print(f"glsmamba {args.command}: error: {err}", file=sys.stderr)
+        print(f"glsmamba {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # the environment, not the code: a full disk, a read-only or missing folder ...
+        where = f"{err.filename}: " if err.filename else ""
+        what = err.strerror or str(err)
+        print(f"glsmamba {args.command}: error: {where}{what}", file=sys.stderr)
+        return 2
+    finally:
+        progress.set_mode(previous_mode)   # main() called from Python leaves no state behind
+
+
+def _one_line(err: BaseException) -> str:
+    """The user-facing message; an error re-raised from a DataLoader worker carries the
+    worker's whole traceback, of which only its last line (the original message) is kept."""
+    text = str(err)
+    if "\n" in text and "Traceback (most recent call last)" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        name = type(err).__name__
+        for prefix in (f"{type(err).__module__}.{name}: ", f"{name}: "):
+            if last.startswith(prefix):
+                return last[len(prefix):]
+        return last
+    return text
+
+
+def _line_buffered_stdout() -> None:
+    """Stage lines (stdout) and progress lines (stderr) keep their order in a piped log."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(line_buffering=True)
+        except (ValueError, OSError):
+            pass
 
 
 from glsmamba.errors import GlsmambaError  # noqa: E402
+from glsmamba.progress import MODES as PROGRESS_MODES  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,3 +46,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _reset_progress_mode():
+    """The progress mode is process-wide; a test that sets it must not leak it."""
+    from glsmamba import progress
+    yield
+    progress.set_mode(None)

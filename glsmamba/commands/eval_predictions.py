@@ -25,6 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="only GT frames whose image record has a truthy KEY (or KEY "
                              "equal to / listing VALUE), e.g. degradations=blur")
     parser.add_argument("--title", default=None, help="title line above the table")
+    parser.add_argument("--rules", choices=("poseval", "posetrack21"), default="poseval",
+                        help="poseval (PoseTrack17/18) or the PoseTrack21 kit's AP rules "
+                             "(docs/EVALUATION.md)")
     parser.add_argument("--lenient", action="store_true",
                         help="accept files poseval rejects (missing frames, missing or "
                              "repeated track ids)")
@@ -41,14 +44,28 @@ def _frame_filter(spec: str | None):
     return key, (value if sep else None)
 
 
+def _check_json_target(out: Path, *inputs: Path) -> None:
+    """The --json result must not replace an input file, nor land among the per-video
+    files of an input folder (it would overwrite or later pass for a video)."""
+    target = out.resolve()
+    for source in inputs:
+        resolved = source.resolve()
+        if target == resolved or (resolved.is_dir() and target.parent == resolved
+                                  and target.suffix.lower() == ".json"):
+            raise DataError(f"--json would write into the input {source}; choose another path",
+                            str(out))
+
+
 def run(args: argparse.Namespace) -> int:
     from glsmamba.evaluation.posetrack_map import (evaluate_posetrack, format_table,
                                                    image_ids_with, load_json_dir)
     from glsmamba.evaluation.writer import write_json_atomic
 
     key, value = _frame_filter(args.frames_with)
+    if args.json:
+        _check_json_target(Path(args.json), Path(args.gt), Path(args.pred))
     gt = load_json_dir(Path(args.gt))
-    pred = load_json_dir(Path(args.pred))
+    pred = load_json_dir(Path(args.pred), prediction=True, strict=not args.lenient)
     image_ids = None
     title = args.title or "Average Precision (AP) metric:"
     if key is not None:
@@ -58,7 +75,13 @@ def run(args: argparse.Namespace) -> int:
         title = args.title or f"Average Precision (AP) metric, frames with {args.frames_with}:"
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        result = evaluate_posetrack(gt, pred, image_ids=image_ids, strict=not args.lenient)
+        pred_path = Path(args.pred)
+        sources = {name: str(pred_path / f"{name}.json") if pred_path.is_dir() else str(pred_path)
+                   for name in pred}
+        if args.rules == "posetrack21":
+            from glsmamba.evaluation.posetrack21 import evaluate_posetrack21 as evaluate_posetrack
+        result = evaluate_posetrack(gt, pred, image_ids=image_ids, strict=not args.lenient,
+                                    sources=sources)
     print(format_table(result, title=title, markdown=args.markdown))
     print(f"({result.num_frames} labelled frames, {result.num_videos} videos, "
           f"{result.num_gt_people} GT / {result.num_pred_people} predicted people)")

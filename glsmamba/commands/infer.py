@@ -1,51 +1,110 @@
-"""``glsmamba infer VIDEO|FRAMES_DIR --checkpoint PATH``: poses on any video -> JSON + MP4."""
+"""``glsmamba infer SOURCE --checkpoint PATH``: poses on any video -> JSON + MP4."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 
+def _frames(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = all frames), got {value}")
+    return value
+
+
+def _floats(count: int):
+    def parse(text: str) -> tuple[float, ...]:
+        parts = [p for p in text.replace(",", " ").split() if p]
+        try:
+            values = tuple(float(p) for p in parts)
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} numbers, got {text!r}")
+        return values
+    return parse
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "infer", help="estimate poses on a video or a folder of frames",
-        description="Person boxes come from a detections JSON or OpenCV's built-in HOG people "
-                    "detector, are tracked by IoU, and each person's clip t-δ..t+δ goes through "
+        "infer", help="estimate poses on a video, frame folder, camera or stream",
+        description="Person boxes come from a detections JSON or a detector (OpenCV's HOG by "
+                    "default), are tracked by IoU, and each person's clip t-δ..t+δ goes through "
                     "the model while the video streams (2δ+1 frames in memory). Writes "
-                    "OUT/<name>.json (PoseTrack format) and OUT/<name>.mp4 (skeletons drawn).")
-    parser.add_argument("source", help="a video file or a folder of frames")
+                    "OUT/<name>.json (PoseTrack format) and OUT/<name>.mp4 (skeletons drawn), "
+                    "incrementally: Ctrl-C keeps what was processed; a failed run leaves the "
+                    "previous outputs untouched.")
+    parser.add_argument("source", help="a video file, a folder of frames, a camera index (0) or "
+                                       "a stream URL (rtsp://, http://, ...)")
     parser.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint or work dir")
     parser.add_argument("--config", help="config (default: the one stored with the checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--detections", help="JSON list of {frame_index | image_name, bbox, score}")
-    parser.add_argument("--detector", choices=("hog", "torchvision"), default="hog",
-                        help="built-in detector when no --detections (torchvision needs "
-                             "--detector-weights and an installed torchvision)")
-    parser.add_argument("--detector-weights", help="Faster R-CNN weights for --detector torchvision")
+    parser.add_argument("--detector", choices=("auto", "hog", "motion", "torchvision", "onnx"),
+                        default="auto",
+                        help="detector when no --detections: auto/hog = OpenCV's HOG people "
+                             "detector (motion detector when OpenCV lacks it), motion = "
+                             "background subtraction, torchvision = Faster R-CNN, onnx = an "
+                             "end-to-end ONNX export (both need --detector-weights)")
+    parser.add_argument("--detector-weights", help="weights file for --detector torchvision|onnx")
     parser.add_argument("--det-thr", type=float, default=0.3, help="minimum box score")
     parser.add_argument("--det-upscale", type=float, default=1.0,
                         help="enlarge frames before HOG detection (finds smaller people)")
+    onnx = parser.add_argument_group("ONNX detector (see docs/USAGE.md)")
+    onnx.add_argument("--onnx-layout", choices=("auto", "dets_labels", "n6"), default="auto")
+    onnx.add_argument("--onnx-input-size", type=_floats(2), metavar="W,H",
+                      help="network input size (default: the model's static shape, else 640,640)")
+    onnx.add_argument("--onnx-mean", type=_floats(3), metavar="M1,M2,M3",
+                      help="per-channel mean (default RTMDet's BGR 103.53,116.28,123.675)")
+    onnx.add_argument("--onnx-std", type=_floats(3), metavar="S1,S2,S3",
+                      help="per-channel std (default RTMDet's 57.375,57.12,58.395)")
+    onnx.add_argument("--onnx-rgb", action="store_true", help="feed RGB (default BGR)")
+    onnx.add_argument("--onnx-pad", choices=("corner", "center"), default="corner",
+                      help="corner = mmdet's bottom/right padding, center = letterbox")
+    onnx.add_argument("--onnx-person-class", type=int, default=0)
     parser.add_argument("--out", default="glsmamba_infer", help="output folder")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
+    parser.add_argument("--max-frames", type=_frames, default=0, help="stop after N frames (0 = all)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--show", action="store_true",
+                        help="show a live window (needs a display and OpenCV with GUI support)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = torch's default; 1 helps on a busy CPU)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="same as --progress none")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from glsmamba.engine.api import infer
+    from glsmamba.inference.infer import infer
     if args.threads:
         torch.set_num_threads(args.threads)
+    options = {"layout": args.onnx_layout, "pad": args.onnx_pad,
+               "channels": "rgb" if args.onnx_rgb else "bgr",
+               "person_class": args.onnx_person_class}
+    if args.onnx_input_size:
+        options["input_size"] = tuple(int(v) for v in args.onnx_input_size)
+    if args.onnx_mean:
+        options["mean"] = args.onnx_mean
+    if args.onnx_std:
+        options["std"] = args.onnx_std
     stats = infer(args.source, args.checkpoint, config=args.config, overrides=args.overrides,
                   detections=args.detections, detector=args.detector,
                   detector_weights=args.detector_weights, det_thr=args.det_thr,
                   det_upscale=args.det_upscale, out_dir=Path(args.out),
                   max_frames=args.max_frames or None, flip=args.flip,
-                  batch_size=args.batch_size, progress=not args.no_progress)
+                  batch_size=args.batch_size, progress=not args.no_progress, show=args.show,
+                  detector_options=options if args.detector == "onnx" else None)
+    if not stats["written"]:
+        print("stopped before any frame was processed; nothing written (previous outputs kept)")
+        return 130 if stats["interrupted"] else 1
     print(f"{stats['frames']} frames, {stats['people']} poses, {stats['fps']:.2f} frames/s "
           f"-> {stats['json']}, {stats['mp4']}")
+    if stats["interrupted"]:
+        print(f"stopped after {stats['frames']} frames: the outputs hold the frames processed")
+        return 130
     return 0

@@ -35,7 +35,23 @@ def run(args: argparse.Namespace) -> int:
         if du.current().is_main:
             if evaluator is not None and evaluator.last_result is not None:
                 print(api.format_result(evaluator, title=f"{config['model']['name']} (last epoch)"))
-            print(f"checkpoints in {work_dir} (best {result['best']})")
+            print(checkpoint_summary(work_dir, result["best"],
+                                     evaluator.metric_key if evaluator is not None else None))
     finally:
         du.cleanup()
     return 0
+
+
+def checkpoint_summary(work_dir: Path, best: float | None, metric: str | None) -> str:
+    """Where the checkpoints are; ``last`` is the headline, ``best`` is selected on val."""
+    import json
+    text = f"checkpoints in {work_dir}: last.safetensors = the last epoch (the headline result)"
+    if best is None:
+        return text
+    epoch = None
+    meta = Path(work_dir) / "best.json"
+    if meta.is_file():
+        epoch = json.loads(meta.read_text()).get("epoch")
+    where = f" at epoch {epoch}" if epoch is not None else ""
+    return (f"{text}; best.safetensors = {metric or 'metric'} {best:.2f}{where}, selected on "
+            f"val (scoring it on val again is optimistic)")

@@ -65,6 +65,8 @@ class ClipDataset(Dataset):
             "bbox_score": float(sample.bbox_score),
             "index": index,
             "rng": self._rng(index),
+            # (W, H) of the centre frame as its image record says (None when not recorded)
+            "expected_size": (sample.extra or {}).get("image_size"),
         }
 
     def __getitem__(self, index: int) -> dict:
@@ -91,7 +93,8 @@ def build_pipeline(mode: str = "train", input_size: Sequence[int] = (192, 256),
                    rot_sigma: float = 45.0, rot_max: float = 90.0, rot_prob: float = 0.6,
                    with_target: bool | None = None, use_joint_weights: bool = True,
                    unbiased: bool = True, udp: bool = False,
-                   mean: Sequence[float] = MEAN_RGB, std: Sequence[float] = STD_RGB) -> Compose:
+                   mean: Sequence[float] = MEAN_RGB, std: Sequence[float] = STD_RGB,
+                   half_body_center: str = "extent", half_body_upper_prob: float = 0.5) -> Compose:
     """The standard top-down clip pipeline.
 
     train: load, box -> centre/scale, flip, half body, scale/rotation, affine, targets, tensor.
@@ -105,7 +108,8 @@ def build_pipeline(mode: str = "train", input_size: Sequence[int] = (192, 256),
     if mode == "train":
         steps += [
             RandomFlip(info.flip_indices, p=flip_p),
-            RandomHalfBody(info.upper_body, info.lower_body, p=half_body_p, aspect_ratio=aspect_ratio),
+            RandomHalfBody(info.upper_body, info.lower_body, p=half_body_p, aspect_ratio=aspect_ratio,
+                           upper_prob=half_body_upper_prob, center=half_body_center),
             RandomScaleRotation(scale_sigma, rot_sigma, rot_max, rot_prob),
         ]
     steps.append(ClipAffine(input_size, udp=udp))

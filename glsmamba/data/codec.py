@@ -133,10 +133,23 @@ class HeatmapCodec:
         return keypoints, scores
 
     # ---------------------------------------------------------------- flip test
+    @property
+    def flip_shift(self) -> int:
+        """Heatmap pixels to move flipped-back maps right before averaging.
+
+        Mirroring the crop maps crop pixel ``x`` to ``W - 1 - x``. Under UDP, heatmap pixel
+        ``i`` sits at crop pixel ``i (W - 1) / (w - 1)``, so the mirror is exactly the array
+        flip ``i -> w - 1 - i``: no shift. Under the standard mapping (``i = x w / W``) the
+        mirror of ``i`` is ``w - w / W - i``, i.e. the array flip lands ``1 - w / W`` (0.75 at
+        stride 4) pixels too far left; HRNet / mmpose compensate with a one-pixel shift.
+        """
+        return 0 if self.udp else 1
+
     def merge_flip(self, heatmaps: ArrayLike, flipped_heatmaps: ArrayLike,
                    flip_indices: Sequence[int], shift: bool | None = None) -> ArrayLike:
-        """``merge_flip`` with ``shift`` defaulting to ``not udp`` (UDP needs no shift)."""
-        return merge_flip(heatmaps, flipped_heatmaps, flip_indices, shift=not self.udp if shift is None else shift)
+        """``merge_flip`` with the codec's :attr:`flip_shift` (``shift`` overrides it)."""
+        return merge_flip(heatmaps, flipped_heatmaps, flip_indices,
+                          shift=bool(self.flip_shift) if shift is None else shift)
 
 
 def _argmax(hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

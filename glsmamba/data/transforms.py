@@ -20,6 +20,7 @@ turn the crop counter-clockwise on screen, the crop centre is the output centre 
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Sequence
 
@@ -32,6 +33,12 @@ from glsmamba.errors import DataError
 
 MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)
+
+# half-body crop centre: "extent" = centre of the selected joints' bounding box (ours),
+# "mean" = mean of the selected joints (HRNet's / DCPose's ``half_body_transform``)
+HALF_BODY_CENTERS = ("extent", "mean")
+# HRNet / DCPose try the upper body first when ``np.random.randn() < 0.5``: P = Phi(0.5)
+HRNET_UPPER_PROB = 0.5 * (1.0 + math.erf(0.5 / math.sqrt(2.0)))  # 0.6915
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -133,8 +140,26 @@ class Compose:
         return results
 
     def __repr__(self) -> str:
-        inner = ", ".join(type(t).__name__ for t in self.transforms)
+        """Each step with its settings (the feature cache keys on this text, so a change
+        of e.g. ``udp``, ``sigma`` or the input size must change it)."""
+        inner = ", ".join(_describe_step(t) for t in self.transforms)
         return f"Compose([{inner}])"
+
+
+def _describe_step(step) -> str:
+    """``Name(key=value, ...)`` of a transform's plain settings, in a stable order."""
+    fields = []
+    for key, value in sorted(getattr(step, "__dict__", {}).items()):
+        if key.startswith("_"):
+            continue
+        if isinstance(value, HeatmapCodec):
+            value = _describe_step(value)
+        elif isinstance(value, np.ndarray):
+            value = np.round(value.astype(np.float64), 6).tolist()
+        elif not isinstance(value, (bool, int, float, str, tuple, list, type(None))):
+            continue
+        fields.append(f"{key}={value}")
+    return f"{type(step).__name__}({', '.join(fields)})"
 
 
 def _rng(results: dict) -> np.random.Generator:
@@ -153,27 +178,62 @@ class LoadClip:
         self.to_rgb = to_rgb
 
     def _read(self, path: str, record: str) -> np.ndarray:
-        if not os.path.isfile(path):
-            raise DataError("image file not found", path, record)
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise DataError("cannot decode image (corrupt or unsupported format)", path, record)
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if self.to_rgb else image
+        return read_image(path, record, self.to_rgb)
 
     def __call__(self, results: dict) -> dict:
         record = f"sample {results.get('index', '?')}"
         root = results.get("data_root") or self.data_root
         cache: dict[str, np.ndarray] = {}
-        frames = []
+        frames, paths = [], []
         for path in results["frame_paths"]:
             full = os.path.join(root, path) if root else path
             if full not in cache:
                 cache[full] = self._read(full, record)
             frames.append(cache[full])
+            paths.append(full)
         results["frames"] = frames
         centre = frames[len(frames) // 2]
         results["image_size"] = (centre.shape[1], centre.shape[0])
+        expected = results.get("expected_size")     # (W, H) from the annotation's image record
+        if expected is not None and tuple(int(v) for v in expected) != results["image_size"]:
+            raise DataError(f"image is {results['image_size'][0]}x{results['image_size'][1]} but "
+                            f"its annotation says {int(expected[0])}x{int(expected[1])}",
+                            paths[len(paths) // 2], record)
+        for frame, full in zip(frames, paths):       # one affine crops every frame of the clip
+            if frame.shape[:2] != centre.shape[:2]:
+                raise DataError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the clip's centre "
+                                f"frame is {centre.shape[1]}x{centre.shape[0]}", full, record)
         return results
+
+
+def image_is_truncated(data: bytes) -> bool:
+    """True for a JPEG without an end-of-image marker after its last scan, or a PNG without
+    its IEND chunk: files cut short, which OpenCV decodes with only a libjpeg warning
+    (the missing part grey)."""
+    if data[:2] == b"\xff\xd8":
+        last_scan = data.rfind(b"\xff\xda")
+        return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) < 0   # no scan: decoder says
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-16:]
+    return False
+
+
+def read_image(path: str, record: str | None = None, to_rgb: bool = True) -> np.ndarray:
+    """Decode an image file (H, W, 3) uint8; a missing, unreadable, truncated or
+    undecodable file is a DataError naming it."""
+    if not os.path.isfile(path):
+        raise DataError("image file not found", path, record)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise DataError(f"cannot read image: {err.strerror or err}", path, record) from None
+    if image_is_truncated(data):
+        raise DataError("image file is truncated (incomplete JPEG/PNG data)", path, record)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError("cannot decode image (corrupt or unsupported format)", path, record)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if to_rgb else image
 
 
 class BoxToCenterScale:
@@ -222,11 +282,22 @@ class RandomFlip:
 
 class RandomHalfBody:
     """With probability ``p`` (and more than ``min_joints`` annotated joints), crop to the
-    upper or lower body (upper first with probability ``upper_prob``)."""
+    upper or lower body (upper first with probability ``upper_prob``).
+
+    The crop is the selected joints' extent padded to the aspect ratio and enlarged by
+    ``padding``; its centre is the centre of that extent (``center="extent"``, default) or
+    the mean of the selected joints (``center="mean"``, HRNet / DCPose). Their
+    ``upper_prob`` is :data:`HRNET_UPPER_PROB` (0.69).
+    """
 
     def __init__(self, upper_body: Sequence[int], lower_body: Sequence[int], p: float = 0.3,
                  min_joints: int = 8, upper_prob: float = 0.5, aspect_ratio: float = 192 / 256,
-                 padding: float = 1.5):
+                 padding: float = 1.5, center: str = "extent"):
+        if center not in HALF_BODY_CENTERS:
+            raise ValueError(f"half-body centre {center!r}: choose one of {HALF_BODY_CENTERS}")
+        if not 0.0 <= upper_prob <= 1.0:
+            raise ValueError(f"half-body upper_prob must be in [0, 1], got {upper_prob}")
+        self.center = center
         self.upper_body = list(upper_body)
         self.lower_body = list(lower_body)
         self.p = p
@@ -255,7 +326,8 @@ class RandomHalfBody:
         w, h = high - low
         if w <= 0 and h <= 0:
             return results
-        results["center"] = ((low + high) / 2).astype(np.float32)
+        centre = points.mean(axis=0) if self.center == "mean" else (low + high) / 2
+        results["center"] = centre.astype(np.float32)
         if w > self.aspect_ratio * h:
             h = w / self.aspect_ratio
         else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def build_model(config: dict, log=print, for_training: bool = True) -> nn.Module
         from glsmamba.models.vitpose import load_vitpose
         load_vitpose(model.encoder, model_cfg["pretrained"])
         log(f"encoder weights loaded from {model_cfg['pretrained']}")
+        if not config["data"].get("udp", False):
+            log("note: the official ViTPose checkpoints are trained with UDP; data.udp = true "
+                "keeps crop, targets, decoding and flip test consistent with them")
     if model_cfg["init_from"] and for_training:
         init_from_checkpoint(model, model_cfg["init_from"], log)
     encoder = getattr(model, "encoder", None)
@@ -73,9 +77,18 @@ def allowed_missing(model: nn.Module, meta: dict) -> set[str]:
     return set(meta.get("omitted_keys", []))
 
 
-def load_for_eval(model: nn.Module, path: str | os.PathLike) -> dict:
-    """Load a checkpoint into ``model`` (strict, listing any missing keys); return its meta."""
+def load_for_eval(model: nn.Module, path: str | os.PathLike, config: dict | None = None) -> dict:
+    """Load a checkpoint into ``model`` (strict, listing any missing keys); return its meta.
+
+    With ``config`` (the evaluation's), warn when the checkpoint was trained with another
+    data.udp setting: crop geometry, targets and flip alignment would not match.
+    """
     tensors, meta, path = load_checkpoint(path)
+    trained_udp = meta.get("config", {}).get("data", {}).get("udp")
+    if config is not None and trained_udp is not None and bool(trained_udp) != bool(config["data"]["udp"]):
+        warnings.warn(f"{path}: trained with data.udp = {str(bool(trained_udp)).lower()}, evaluated "
+                      f"with data.udp = {str(bool(config['data']['udp'])).lower()} (set it to match)",
+                      stacklevel=2)
     omitted = allowed_missing(model, meta)
     if omitted and not meta.get("config", {}).get("model", {}).get("pretrained"):
         # the run saved no encoder and named no pretrained file to rebuild it from
@@ -102,8 +115,13 @@ def data_root(config: dict) -> Path:
     return root
 
 
-def parse_split(config: dict, split: str, boxes: str = "gt"):
-    """The dataset parser for ``split`` ("train" | "val")."""
+def parse_split(config: dict, split: str, boxes: str = "gt", det_score_thr: float | None = None,
+                clip_detections: bool = True):
+    """The dataset parser for ``split`` ("train" | "val").
+
+    ``det_score_thr``: detections scoring below are dropped (default: data.det_score_thr;
+    an evaluation protocol passes its own threshold).
+    """
     from glsmamba.data.datasets import DATASETS, find_split_file
     data_cfg = config["data"]
     root = data_root(config)
@@ -115,17 +133,33 @@ def parse_split(config: dict, split: str, boxes: str = "gt"):
     detections = None
     if boxes == "detections":
         if not data_cfg["val_detections"]:
-            raise ConfigError("--boxes detections needs data.val_detections in the config")
+            raise ConfigError("detected person boxes (eval.protocol dcpose / mmpose) need "
+                              "data.val_detections (the config names its environment variable, "
+                              "or --set data.val_detections=FILE); --set eval.protocol=gt "
+                              "evaluates on GT boxes instead")
         detections = root / data_cfg["val_detections"]
+        if not detections.is_file():
+            raise DataError("detections file not found (data.val_detections; or --set "
+                            "eval.protocol=gt for GT boxes)", str(detections))
+    threshold = data_cfg["det_score_thr"] if det_score_thr is None else det_score_thr
+    extra = {} if kind == "jhmdb" else {"clip_detections": clip_detections}
     return DATASETS[kind](ann, data_root=root, delta=data_cfg["delta"], detections=detections,
-                          det_score_thr=data_cfg["det_score_thr"], mode=mode)
+                          det_score_thr=threshold, mode=mode, **extra)
+
+
+def codec_for(config: dict, model: nn.Module) -> HeatmapCodec:
+    """The heatmap codec of a run: the model's sizes, data.sigma and data.udp. Targets,
+    decoding and the flip test all use this one codec (and the crop its UDP geometry)."""
+    return HeatmapCodec(tuple(model.input_size), tuple(model.heatmap_size),
+                        config["data"]["sigma"], udp=bool(config["data"].get("udp", False)))
 
 
 def build_split(config: dict, model: nn.Module, split: str, boxes: str = "gt",
-                augment: bool | None = None, with_target: bool = True) -> Split:
+                augment: bool | None = None, with_target: bool = True,
+                det_score_thr: float | None = None, clip_detections: bool = True) -> Split:
     """Parsed samples + the train / test pipeline sized for ``model``."""
     data_cfg = config["data"]
-    parsed = parse_split(config, split, boxes)
+    parsed = parse_split(config, split, boxes, det_score_thr, clip_detections)
     samples = parsed.samples
     limit = data_cfg["max_train_samples" if split == "train" else "max_val_samples"]
     if limit:
@@ -134,11 +168,13 @@ def build_split(config: dict, model: nn.Module, split: str, boxes: str = "gt",
     mode = "train" if (split == "train" and augment) else "test"
     input_size, heatmap_size = tuple(model.input_size), tuple(model.heatmap_size)
     pipeline = build_pipeline(mode, input_size, heatmap_size, parsed.metainfo,
-                              sigma=data_cfg["sigma"], with_target=with_target)
+                              sigma=data_cfg["sigma"], with_target=with_target,
+                              udp=bool(data_cfg.get("udp", False)),
+                              half_body_center=data_cfg["half_body_center"],
+                              half_body_upper_prob=float(data_cfg["half_body_upper_prob"]))
     seed = config["train"]["seed"] if split == "train" else None
     clips = ClipDataset(samples, pipeline, seed=seed)
-    codec = HeatmapCodec(input_size, heatmap_size, data_cfg["sigma"])
-    return Split(parsed, clips, codec)
+    return Split(parsed, clips, codec_for(config, model))
 
 
 # ---------------------------------------------------------------------------- metric
@@ -148,20 +184,71 @@ def load_gt(config: dict) -> dict[str, dict]:
     return load_json_dir(data_root(config) / config["data"]["val_ann"])
 
 
+def resolve_protocol(config: dict, name: str | None = None, boxes: str | None = None):
+    """The evaluation protocol of a run: ``name`` (e.g. ``--protocol``), else eval.protocol.
+
+    ``boxes`` (the legacy ``--boxes`` / eval.boxes): "gt" selects the ``gt`` protocol;
+    "detections" requires a protocol on detected boxes (dcpose / mmpose).
+    """
+    from glsmamba.evaluation.protocols import get_protocol
+    if config["data"]["type"] == "jhmdb":
+        return get_protocol("gt")
+    protocol = get_protocol(name or config["eval"]["protocol"])
+    if boxes is None and name is None and config["eval"].get("boxes") == "detections":
+        boxes = "detections"
+    if boxes == "gt":
+        return get_protocol("gt")
+    if boxes == "detections" and protocol.boxes != "detections":
+        raise ConfigError("detected boxes are chosen by the evaluation protocol: use "
+                          "eval.protocol = \"dcpose\" or \"mmpose\" (--set eval.protocol=dcpose)")
+    return protocol
+
+
+def split_for_protocol(config: dict, model: nn.Module, protocol) -> Split:
+    """The val split with the protocol's person boxes (and its detection score threshold)."""
+    threshold = protocol.box_score_thr if protocol.boxes == "detections" else None
+    return build_split(config, model, "val", boxes=protocol.boxes, with_target=False,
+                       det_score_thr=threshold, clip_detections=protocol.clip_boxes)
+
+
 class Evaluator:
-    """Predict a val split and score it: PoseTrack mAP (poseval) or Sub-JHMDB PCK."""
+    """Predict a val split and score it: PoseTrack mAP (poseval) or Sub-JHMDB PCK.
+
+    PoseTrack predictions pass through the evaluation ``protocol`` (boxes, scores, NMS;
+    :mod:`glsmamba.evaluation.protocols`) before they are written; the protocol, flip
+    and decoding settings are written to ``<out_dir>/eval_meta.toml``.
+    """
+
+    META_FILE = "eval_meta.toml"
 
     def __init__(self, config: dict, split: Split, out_dir: Path | None = None,
-                 flip: bool | None = None, decode: str | None = None, progress: bool = True):
+                 flip: bool | None = None, decode: str | None = None, progress: bool = True,
+                 protocol=None):
+        from glsmamba.evaluation.protocols import get_protocol
         self.config, self.split, self.out_dir = config, split, out_dir
         eval_cfg = config["eval"]
         self.flip = eval_cfg["flip_test"] if flip is None else flip
         self.decode = decode or eval_cfg["decode"]
         self.is_jhmdb = config["data"]["type"] == "jhmdb"
+        if protocol is None:
+            protocol = resolve_protocol(config)
+        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
         self.progress = progress
         self.gt = None if self.is_jhmdb else load_gt(config)
         self.last_result = None
         self.predictions: list[dict] = []
+        self.raw_predictions: list[dict] = []
+        self.checkpoint: str = ""          # label of the evaluated checkpoint (api.evaluate)
+
+    def describe(self) -> str:
+        """The protocol line printed with every table (decoding and UDP included)."""
+        if self.is_jhmdb:
+            return (f"Sub-JHMDB PCK@0.2 on GT boxes; flip test {'on' if self.flip else 'off'}; "
+                    f"decoding {self.decode}")
+        udp = "on" if self.split.codec.udp else "off"
+        rules = ("PoseTrack21 kit" if self.config["data"]["type"] == "posetrack21" else "poseval")
+        return (f"{self.protocol.describe(self.flip)}; decoding {self.decode}; UDP {udp}; "
+                f"AP rules {rules}")
 
     @property
     def metric_key(self) -> str:
@@ -174,19 +261,49 @@ class Evaluator:
         self.predictions = predict_dataset(
             model, self.split.clips, self.split.clips.samples, self.split.codec, flip_indices,
             data_cfg["val_batch_size"], data_cfg["workers"], self.decode, device, self.progress)
+        self.raw_predictions = self.predictions           # one per box, raw heatmap peaks
         if not du.current().is_main:
             return {}
         return self.score_pck() if self.is_jhmdb else self.score_posetrack()
 
     def score_posetrack(self, image_ids: set | None = None) -> dict[str, float]:
         from glsmamba.evaluation import evaluate_posetrack, load_json_dir, write_posetrack_predictions
+        from glsmamba.evaluation.protocols import apply_protocol
         out_dir = self.out_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"glsmamba-val-{os.getpid()}"
+        if self.predictions is self.raw_predictions:       # not yet through the protocol
+            self.predictions = apply_protocol(self.protocol, self.raw_predictions,
+                                              self.split.parsed.metainfo.sigmas)
         write_posetrack_predictions(out_dir, self.split.parsed.videos, self.predictions,
                                     overwrite=True)
+        self.write_meta(out_dir)
         self.pred_json = load_json_dir(out_dir)
         gt = {name: self.gt[name] for name in self.pred_json if name in self.gt}
+        if self.config["data"]["type"] == "posetrack21":      # the PoseTrack21 kit's rules
+            from glsmamba.evaluation.posetrack21 import evaluate_posetrack21 as evaluate_posetrack
         self.last_result = evaluate_posetrack(gt, self.pred_json, image_ids)
         return {"mAP": self.last_result.total, **self.last_result.columns}
+
+    def metadata(self) -> dict:
+        """What produced the predictions: protocol rules, flip, decoding, codec."""
+        codec = self.split.codec
+        protocol = {k: ("none" if v is None else v) for k, v in self.protocol.as_dict().items()}
+        return {
+            "eval": {"protocol": self.protocol.name, "description": self.describe(),
+                     "flip_test": bool(self.flip), "decode": self.decode,
+                     "udp": bool(codec.udp), "flip_shift": int(codec.flip_shift),
+                     "boxes_file": str(getattr(self.split.parsed, "detections", None) or ""),
+                     "num_box_predictions": len(self.raw_predictions),
+                     "num_people_written": len(self.predictions),
+                     "checkpoint": self.checkpoint},
+            "protocol": protocol,
+        }
+
+    def write_meta(self, out_dir: Path) -> Path:
+        from glsmamba.engine.config import dump_config
+        path = Path(out_dir) / self.META_FILE
+        path.write_text("# written by glsmamba eval: how these predictions were made\n"
+                        + dump_config(self.metadata()))
+        return path
 
     def score_pck(self) -> dict[str, float]:
         from glsmamba.evaluation import pck_accuracy

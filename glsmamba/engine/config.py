@@ -9,6 +9,7 @@ String values may use environment variables: ``${VAR}`` or ``${VAR:-default}``
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import tomllib
@@ -36,10 +37,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "split": 1,              # Sub-JHMDB split (1..3)
         "delta": 2,              # clip = frames t-delta .. t+delta
         "sigma": 2.0,            # Gaussian target sigma at heatmap resolution
+        "udp": False,            # unbiased data processing (crop, targets, decoding, flip); on for ViTPose encoders
         "batch_size": 32,
         "val_batch_size": 32,
         "workers": 4,
         "augment": True,         # flip / half body / scale-rotation in training
+        "half_body_center": "extent",  # half-body crop centre: extent (ours) | mean (HRNet / DCPose)
+        "half_body_upper_prob": 0.5,   # P(upper body first); HRNet / DCPose: 0.6915 (randn < 0.5)
         "max_train_samples": 0,  # 0 = all (for quick runs)
         "max_val_samples": 0,
     },
@@ -50,7 +54,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gamma": 0.1,
         "weight_decay": 1e-4,
         "grad_clip": 1.0,        # max gradient norm (0 = off)
-        "amp": "auto",           # auto (bf16 on CUDA) | bf16 | fp16 | off
+        "amp": "auto",           # auto (bf16 on CUDA, off on CPU) | bf16 (CUDA or CPU) | fp16 | off
+        "grad_checkpointing": False,  # recompute block activations in backward (less memory)
         "seed": 0,
         "cache_features": False,  # cache frozen-encoder features (no pixel augmentation)
         "log_interval": 10,
@@ -61,7 +66,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {
         "flip_test": True,
         "decode": "quarter",     # quarter | dark
-        "boxes": "gt",           # gt | detections
+        "protocol": "gt",        # gt | dcpose | mmpose: person boxes, scores, NMS (docs/EVALUATION.md)
+        "boxes": "gt",           # legacy: "detections" needs a detected-box eval.protocol
     },
 }
 
@@ -70,6 +76,8 @@ CHOICES = {
     ("train", "amp"): {"auto", "bf16", "fp16", "off"},
     ("eval", "decode"): {"quarter", "dark"},
     ("eval", "boxes"): {"gt", "detections"},
+    ("eval", "protocol"): {"gt", "dcpose", "mmpose"},
+    ("data", "half_body_center"): {"extent", "mean"},
 }
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
@@ -160,7 +168,64 @@ def _checked(section: str, key: str, value: Any, source: str) -> Any:
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{source}: {section}.{key} = {value!r} is not one of {sorted(choices)}")
+    _check_range(section, key, value, source)
     return value
+
+
+# (section, key) -> (lowest allowed, whether the lowest itself is allowed, highest or None)
+RANGES: dict[tuple[str, str], tuple[float, bool, float | None]] = {
+    ("data", "split"): (1, True, 3),
+    ("data", "delta"): (0, True, None),
+    ("data", "sigma"): (0, False, None),
+    ("data", "batch_size"): (1, True, None),
+    ("data", "val_batch_size"): (1, True, None),
+    ("data", "workers"): (0, True, None),
+    ("data", "max_train_samples"): (0, True, None),
+    ("data", "max_val_samples"): (0, True, None),
+    ("data", "half_body_upper_prob"): (0, True, 1),
+    ("train", "epochs"): (1, True, None),
+    ("train", "lr"): (0, False, None),
+    ("train", "gamma"): (0, False, None),
+    ("train", "weight_decay"): (0, True, None),
+    ("train", "grad_clip"): (0, True, None),
+    ("train", "seed"): (0, True, None),
+    ("train", "log_interval"): (0, True, None),
+    ("train", "val_interval"): (0, True, None),
+    ("train", "max_steps"): (0, True, None),
+    ("train", "checkpoint_interval"): (0, True, None),
+}
+
+
+def _check_range(section: str, key: str, value: Any, source: str) -> None:
+    """NaN / inf anywhere, and values outside :data:`RANGES`, are ConfigErrors."""
+    name = f"{source}: {section}.{key} = {value!r}"
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{name} must be a finite number")
+    if (section, key) == ("train", "milestones"):
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in value):
+            raise ConfigError(f"{name}: milestones must be epoch numbers >= 1")
+        return
+    bounds = RANGES.get((section, key))
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, inclusive, high = bounds
+    if value < low or (value == low and not inclusive) or (high is not None and value > high):
+        wanted = (f">= {low}" if inclusive else f"> {low}") + (f" and <= {high}" if high is not None else "")
+        raise ConfigError(f"{name} is out of range (must be {wanted})")
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Check every key's type and range, as a loaded config is checked (for configs built
+    in Python); ConfigError naming the first bad value."""
+    for section, values in config.items():
+        if section not in DEFAULTS or not isinstance(values, dict):
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        for key, value in values.items():
+            if not isinstance(DEFAULTS[section].get(key), dict):
+                _checked(section, key, value, source)
+    return config
 
 
 def parse_value(text: str) -> Any:

@@ -35,9 +35,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from glsmamba.engine import distributed as du
-from glsmamba.engine.checkpoint import (load_train_state, remove_stale_tmp, save_checkpoint)
+from glsmamba.engine.checkpoint import (load_train_state, recover_interrupted, remove_stale_tmp,
+                                       save_checkpoint)
 from glsmamba.engine.config import dump_config
-from glsmamba.errors import ConfigError, GlsmambaError
+from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError
 
 RUN_FILES = ("log.jsonl", "config.toml", "last.safetensors", "last.json", "last_state.pt",
              "best.safetensors", "best.json")
@@ -49,8 +50,9 @@ class TrainingDiverged(GlsmambaError):
 
 def heatmap_mse(heatmaps: torch.Tensor, targets: torch.Tensor,
                 target_weight: torch.Tensor) -> torch.Tensor:
-    """Weighted MSE: mean over (B, K, h, w) of (w_k * (pred - target))^2."""
-    weight = target_weight.to(heatmaps.dtype)[:, :, None, None]  # (B, K, 1, 1)
+    """Weighted MSE: mean over (B, K, h, w) of (w_k * (pred - target))^2, in float32
+    whatever the dtype of the (autocast) heatmaps."""
+    weight = target_weight.float()[:, :, None, None]  # (B, K, 1, 1)
     return F.mse_loss(heatmaps.float() * weight, targets.float() * weight)
 
 
@@ -98,20 +100,110 @@ class ModelStep(nn.Module):
         return self.model(inputs)
 
 
-def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
-    """Create ``work_dir``; refuse to clobber an existing run unless resuming/overwriting."""
+RESUME_CHANGEABLE = {
+    # take effect by themselves (read from the config as training goes)
+    ("train", "epochs"), ("train", "max_steps"), ("train", "grad_clip"),
+    ("train", "log_interval"), ("train", "val_interval"), ("train", "checkpoint_interval"),
+    ("train", "grad_checkpointing"),  # recomputes activations: same values and gradients
+    ("data", "workers"), ("data", "root"), ("data", "val_batch_size"), ("data", "val_ann"),
+    ("data", "val_detections"), ("data", "det_score_thr"), ("data", "max_val_samples"),
+    ("eval", "flip_test"), ("eval", "decode"), ("eval", "boxes"), ("eval", "protocol"),
+    # applied to the restored optimiser / scheduler (see Trainer._apply_resume_changes)
+    ("train", "lr"), ("train", "weight_decay"), ("train", "milestones"), ("train", "gamma"),
+}
+
+
+def _flat(config: dict) -> dict:
+    from glsmamba.engine.config import DEFAULTS
+    flat = {}
+    for section, defaults in DEFAULTS.items():
+        values = (config or {}).get(section) or {}
+        for key, default in defaults.items():
+            value = values.get(key, default)
+            if isinstance(default, dict):
+                for name in sorted(set(value or {})):
+                    flat[(section, f"{key}.{name}")] = value[name]
+            else:
+                flat[(section, key)] = value
+    return flat
+
+
+def config_changes(stored: dict, config: dict) -> tuple[dict, dict]:
+    """(changes that may be applied on resume, changes that may not), each
+    ``"section.key" -> (stored value, new value)``."""
+    old, new = _flat(stored), _flat(config)
+    allowed, refused = {}, {}
+    for name in sorted(set(old) | set(new), key=str):
+        before, after = old.get(name), new.get(name)
+        if before == after or (isinstance(before, (int, float)) and isinstance(after, (int, float))
+                               and not isinstance(before, bool) and float(before) == float(after)):
+            continue
+        target = allowed if name in RESUME_CHANGEABLE else refused
+        target[".".join(name)] = (before, after)
+    return allowed, refused
+
+
+def check_resume_config(work_dir: Path, config: dict) -> dict:
+    """The applicable changes of ``config`` against the run's ``last.json``; ConfigError
+    listing the keys that cannot change on resume."""
+    meta_path = work_dir / "last.json"
+    try:
+        stored = json.loads(meta_path.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return {}                         # load_checkpoint reports a broken JSON
+    if not isinstance(stored, dict):
+        return {}
+    allowed, refused = config_changes(stored, config)
+    if refused:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
+        raise ConfigError(
+            f"{meta_path}: cannot resume with changed {listed} (these keys cannot change "
+            "on resume; keys that can: train.lr, train.epochs, train.max_steps, "
+            "train.milestones, train.gamma, train.weight_decay, train.grad_clip, intervals, "
+            "data.workers, data.root, validation and eval keys); drop the --set or start a "
+            "new run with --overwrite or another --work-dir")
+    return allowed
+
+
+def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
+                     config: dict | None = None) -> Path:
+    """Create ``work_dir``; refuse to clobber an existing run unless resuming/overwriting.
+
+    A work dir that is a file, cannot be created or is not writable is a ConfigError; so is
+    ``--resume`` with ``config`` values that cannot change on resume."""
     work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ConfigError(f"{work_dir}: the work dir exists and is not a folder")
+    if resume and work_dir.is_dir():
+        try:
+            recover_interrupted(work_dir)      # a checkpoint write killed mid-rename
+        except OSError:
+            pass
     existing = [name for name in RUN_FILES if (work_dir / name).exists()]
     if resume:
         if not (work_dir / "last_state.pt").is_file():
             raise ConfigError(f"{work_dir}: nothing to resume (no last_state.pt)")
+        if config is not None:
+            check_resume_config(work_dir, config)
     elif existing:
         if not overwrite:
             raise ConfigError(f"{work_dir} already holds a run ({', '.join(existing)}); "
                               "use --resume to continue it or --overwrite to start again")
-        for name in existing:   # the feature cache stays: its key says whether it is valid
-            (work_dir / name).unlink()
-    work_dir.mkdir(parents=True, exist_ok=True)
+        stale = list(work_dir.glob(".*.commit")) + list(work_dir.glob(".*.tmp*"))
+        for name in [p.name for p in stale] + existing:   # the feature cache stays: its key
+            try:                                           # says whether it is valid
+                (work_dir / name).unlink()
+            except OSError as err:
+                raise ConfigError(f"{work_dir / name}: cannot remove it to start again: "
+                                  f"{err.strerror or err}") from None
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe = work_dir / f".write_test.tmp{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{work_dir}: the work dir cannot be created or written: "
+                          f"{err.strerror or err}") from None
     return work_dir
 
 
@@ -151,8 +243,12 @@ def pick_device(info: du.DistInfo) -> torch.device:
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or mode == "off":
+    """The autocast dtype for ``train.amp``: ``auto`` is bf16 (else fp16) on CUDA and off
+    on the CPU; an explicit ``bf16`` also runs bf16 autocast on the CPU; fp16 is CUDA only."""
+    if mode == "off":
         return None
+    if device.type != "cuda":
+        return torch.bfloat16 if mode == "bf16" and device.type == "cpu" else None
     if mode == "fp16":
         return torch.float16
     if mode == "bf16" or torch.cuda.is_bf16_supported():
@@ -173,6 +269,11 @@ class Trainer:
         self.info = du.current()
         self.device = pick_device(self.info)
         self.model = model.to(self.device)
+        if self.train_cfg.get("grad_checkpointing"):
+            if not hasattr(self.model, "set_grad_checkpointing"):
+                raise ConfigError(f"train.grad_checkpointing: {type(self.model).__name__} "
+                                  "has no set_grad_checkpointing")
+            self.model.set_grad_checkpointing(True)
         self.train_set, self.validate, self.metric_key = train_set, validate, metric_key
         self.save_frozen, self.step_callback = save_frozen, step_callback
         self.progress = progress and self.info.is_main
@@ -197,11 +298,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def _build_optim(self) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("the model has no trainable parameters")
+        from glsmamba.engine.optim import param_groups
         cfg = self.train_cfg
-        self.optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        groups = param_groups(self.model, cfg["weight_decay"])   # no decay on norms, biases,
+        if not groups:                                           # embeddings, A_log, D
+            raise ConfigError("the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(cfg["milestones"]), gamma=cfg["gamma"])
         self.autocast_dtype = amp_dtype(cfg["amp"], self.device)
@@ -241,10 +343,33 @@ class Trainer:
         return {"config": self.config, "epoch": self.epoch, "step": self.step,
                 "step_in_epoch": self.step_in_epoch, "metrics": self.metrics,
                 "best": self.best, "metric_key": self.metric_key,
-                "world_size": self.info.world_size}
+                "world_size": self.info.world_size, "train_samples": len(self.train_set)}
+
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of model parameters / buffers and optimiser state tensors holding NaN/inf."""
+        bad = [name for name, t in self.model.state_dict().items()
+               if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        for index, state in enumerate(self.optimizer.state.values()):
+            for key, t in state.items():
+                if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad.append(f"optimizer state {index}.{key}")
+        return bad
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = self.work_dir / "last.safetensors"
+        kept = f"the last good checkpoint is kept at {last}" if last.exists() \
+            else "no checkpoint had been written yet"
+        return TrainingDiverged(f"{what}; training stopped and {kept} (try a lower train.lr "
+                                "or train.grad_clip)")
 
     def save(self, tag: str = "last", with_state: bool = True) -> Path | None:
-        """Rank 0 writes checkpoint ``tag``; all ranks wait for it."""
+        """Rank 0 writes checkpoint ``tag``; all ranks wait for it. Weights or optimiser
+        state holding NaN/inf are never written (TrainingDiverged; the previous checkpoint
+        stays)."""
+        bad = self.nonfinite_tensors()       # same on every rank (DDP keeps them equal)
+        if bad:
+            raise self._diverged(f"not writing checkpoint {tag!r} at epoch {self.epoch}, step "
+                                 f"{self.step}: {len(bad)} tensor(s) hold NaN/inf (e.g. {bad[0]})")
         path = None
         if self.info.is_main:
             state = self._train_state() if with_state else None
@@ -255,19 +380,86 @@ class Trainer:
 
     def _load_state(self) -> None:
         from glsmamba.engine.checkpoint import load_checkpoint, load_model_weights
+        from glsmamba.engine.checkpoint import STATE_KEYS
         tensors, meta, path = load_checkpoint(self.work_dir / "last.safetensors")
+        changes = {}
+        if isinstance(meta.get("config"), dict):
+            changes = check_resume_config(self.work_dir, self.config)
+        stored_world = meta.get("world_size")
+        if isinstance(stored_world, int) and stored_world != self.info.world_size:
+            raise ConfigError(
+                f"{path.with_suffix('.json')}: the run used {stored_world} process(es), this one "
+                f"{self.info.world_size}; data.batch_size is per process, so the batches and "
+                "the position in the epoch would differ: resume with the same number of "
+                "processes (or start a new run from it with model.init_from)")
+        stored_samples = meta.get("train_samples")
+        if isinstance(stored_samples, int) and stored_samples != len(self.train_set):
+            raise ConfigError(
+                f"{path.with_suffix('.json')}: the run trained on {stored_samples} samples, the "
+                f"training set now has {len(self.train_set)} (annotations changed?); a resume "
+                "would not continue the same epochs: start a new run (--overwrite)")
         load_model_weights(self.model, tensors, path, set(meta.get("omitted_keys", [])))
-        state = load_train_state(self.work_dir / "last_state.pt")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        state_path = self.work_dir / "last_state.pt"
+        state = load_train_state(state_path, set_id=meta.get("set_id"), required=STATE_KEYS)
+        for key in ("epoch", "step", "step_in_epoch"):
+            if not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0:
+                raise CheckpointError(f"{state_path}: {key} must be a non-negative integer, "
+                                      f"got {state[key]!r}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"{state_path}: the optimiser / scheduler / RNG state cannot be "
+                                  f"restored into this model and config: {err}") from None
         self.epoch, self.step = state["epoch"], state["step"]
         self.step_in_epoch = state["step_in_epoch"]
-        self.best, self.metrics = state["best"], state.get("metrics", {})
-        set_rng_state(state["rng"])
+        self.best, self.metrics = state.get("best"), state.get("metrics", {})
         remove_stale_tmp(self.work_dir)
         self.print(f"resumed from {path} at epoch {self.epoch}, step {self.step} "
                    f"({self.step_in_epoch} steps into the epoch)")
+        if changes:
+            self._apply_resume_changes(changes)
+
+    def _apply_resume_changes(self, changes: dict) -> None:
+        """Apply lr / weight decay / schedule changes of a resumed run, and log each change."""
+        import collections
+        cfg = self.train_cfg
+        groups = self.optimizer.param_groups
+        if "train.lr" in changes:
+            old, new = changes["train.lr"]
+            ratio = float(new) / float(old) if old else None
+            for group in groups:
+                for name in ("initial_lr", "lr"):
+                    if name in group:
+                        group[name] = group[name] * ratio if ratio is not None else float(new)
+            if hasattr(self.scheduler, "base_lrs"):
+                self.scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
+        if "train.weight_decay" in changes:
+            old, new = changes["train.weight_decay"]
+            for group in groups:
+                if group.get("group") == "no_decay":          # norms, biases, A_log, D ...
+                    continue
+                group["weight_decay"] = group["weight_decay"] * new / old if old else float(new)
+        schedule = {"train.lr", "train.milestones", "train.gamma"} & set(changes)
+        if schedule and hasattr(self.scheduler, "milestones"):
+            self.scheduler.milestones = collections.Counter(cfg["milestones"])
+            self.scheduler.gamma = cfg["gamma"]
+            done = sum(1 for m in cfg["milestones"] if m <= self.scheduler.last_epoch)
+            for group, base in zip(groups, self.scheduler.base_lrs):
+                group["lr"] = base * cfg["gamma"] ** done
+            self.scheduler._last_lr = [g["lr"] for g in groups]
+        elif schedule - {"train.lr"}:
+            raise ConfigError("train.milestones / train.gamma cannot change on resume with "
+                              f"this scheduler ({type(self.scheduler).__name__})")
+        for key, (old, new) in changes.items():
+            self.print(f"resume: {key} changed from {old!r} to {new!r} (applied)")
+        self.logger.log({"type": "resume", "epoch": self.epoch, "step": self.step,
+                         "changed": {k: [a, b] for k, (a, b) in changes.items()},
+                         "lr": groups[0]["lr"]})
+        if self.info.is_main:
+            (self.work_dir / "config.toml").write_text(dump_config(self.config))
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict:
@@ -321,9 +513,9 @@ class Trainer:
     def _progress_bar(self, total: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
-        return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{self.train_cfg['epochs']}",
-                    leave=False, dynamic_ncols=True)
+        from glsmamba.progress import progress
+        return progress(total=total, desc=f"epoch {self.epoch + 1}/{self.train_cfg['epochs']}",
+                        unit="step", leave=False)
 
     def _train_step(self, batch: dict, from_features: bool) -> float:
         key = "feats" if from_features else "clip"
@@ -340,7 +532,14 @@ class Trainer:
         if self.train_cfg["grad_clip"] > 0:
             self.scaler.unscale_(self.optimizer)
             params = [p for p in self.model.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(params, self.train_cfg["grad_clip"])
+            norm = torch.nn.utils.clip_grad_norm_(params, self.train_cfg["grad_clip"])
+        elif not self.scaler.is_enabled():
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None])
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
+            # a GradScaler skips such steps by itself; without one they would poison the weights
+            raise self._diverged(f"gradients are not finite at epoch {self.epoch}, step "
+                                 f"{self.step + 1} (the step was not applied)")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach())
@@ -350,12 +549,7 @@ class Trainer:
         if self.info.enabled:
             torch.distributed.all_reduce(bad)
         if bad.item() > 0:
-            last = self.work_dir / "last.safetensors"
-            kept = f"the last good checkpoint is kept at {last}" if last.exists() \
-                else "no checkpoint had been written yet"
-            raise TrainingDiverged(
-                f"loss is not finite at epoch {self.epoch}, step {self.step + 1}; training "
-                f"stopped and {kept} (try a lower train.lr or train.grad_clip)")
+            raise self._diverged(f"loss is not finite at epoch {self.epoch}, step {self.step + 1}")
 
     def _after_step(self, loss: float, rate: float, bar) -> None:
         lr = self.optimizer.param_groups[0]["lr"]

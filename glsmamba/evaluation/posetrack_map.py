@@ -162,11 +162,19 @@ def video_name_of(image: Mapping) -> str | None:
     return Path(name.replace("\\", "/")).parent.name or None
 
 
-def split_merged(data: Mapping, path: str | None = None) -> dict[str, dict]:
-    """Split one merged PoseTrack18 file into per-video dicts, by the image's folder name."""
+def split_merged(data: Mapping, path: str | None = None, prediction: bool = False,
+                 strict: bool = True) -> dict[str, dict]:
+    """Split one merged PoseTrack18 file into per-video dicts, by the image's folder name.
+
+    Annotations whose image_id is not among the images are dropped with a warning (as
+    poseval drops them), or, for a ``prediction`` file with ``strict``, are an error; a
+    prediction file without ``annotations`` is an error."""
     images = data.get("images") if isinstance(data, Mapping) else None
     if not isinstance(images, list):
         raise DataError("expected a PoseTrack18 JSON object with an 'images' list", path)
+    if prediction and "annotations" not in data:
+        raise DataError("prediction file has no 'annotations' list (every person would be "
+                        "missing and it would score 0)", path)
     videos: dict[str, dict] = {}
     video_of_image: dict = {}
     for index, image in enumerate(images):
@@ -177,25 +185,40 @@ def split_merged(data: Mapping, path: str | None = None) -> dict[str, dict]:
                                          "categories": data.get("categories", [])})
         video["images"].append(image)
         video_of_image[image["id"]] = name
+    dangling = []
     for index, ann in enumerate(data.get("annotations") or []):
         image_id = ann.get("image_id") if isinstance(ann, Mapping) else None
         if image_id in video_of_image:
             videos[video_of_image[image_id]]["annotations"].append(ann)
+        else:
+            dangling.append(index)
+    if dangling:
+        first = dangling[0]
+        if prediction and strict:
+            image_id = data["annotations"][first].get("image_id") \
+                if isinstance(data["annotations"][first], Mapping) else None
+            raise DataError(f"annotation's image_id {image_id!r} is not among the file's images "
+                            f"({len(dangling)} such annotations); fix the file or use --lenient "
+                            "to drop them", path, f"annotations[{first}]")
+        warnings.warn(f"{path} [annotations[{first}]]: {len(dangling)} annotation(s) whose "
+                      "image_id is not among the file's images are dropped", stacklevel=2)
     return videos
 
 
-def load_json_dir(path: str | Path) -> dict[str, dict]:
+def load_json_dir(path: str | Path, prediction: bool = False,
+                  strict: bool = True) -> dict[str, dict]:
     """``video name -> JSON dict`` from a folder of per-video files or one merged file.
 
     Folder: every ``*.json`` (sorted), named by file stem. File: a merged PoseTrack18
     file is split by the images' video folders; an ``annolist`` file is one video.
+    ``prediction`` / ``strict``: see :func:`split_merged`.
     """
     path = Path(path)
     if path.is_file():
         data = _read_json(path)
         if isinstance(data, Mapping) and "annolist" in data:
             return {path.stem: data}
-        return split_merged(data, str(path))
+        return split_merged(data, str(path), prediction=prediction, strict=strict)
     if not path.is_dir():
         raise DataError("no such folder or file", str(path))
     files = sorted(p for p in path.glob("*.json") if p.is_file())
@@ -257,11 +280,14 @@ def _as_float_array(values, what: str, where: str, record: str | None = None) ->
 
 
 def _parse_posetrack18(data: Mapping, where: str, is_gt: bool,
-                       only_ids: set | None = None) -> _Video:
+                       only_ids: set | None = None, strict: bool = True) -> _Video:
     images = data.get("images")
     if not isinstance(images, list):
         raise DataError("expected an 'images' list (PoseTrack18) or an 'annolist' "
                         "(PoseTrack17)", where)
+    if "annotations" not in data and not is_gt:
+        raise DataError("prediction file has no 'annotations' list (every person would be "
+                        "missing and the video would score 0)", where)
     annotations = data.get("annotations") or []
     if not isinstance(annotations, list):
         raise DataError("'annotations' must be a list", where)
@@ -272,13 +298,25 @@ def _parse_posetrack18(data: Mapping, where: str, is_gt: bool,
         if image["id"] in position:
             raise DataError(f"image id {image['id']} listed twice", where, f"images[{index}]")
         position[image["id"]] = index
-    records = []                                     # poseval drops other image ids silently
+    records = []
+    dangling = []                                    # poseval drops them silently
     for index, ann in enumerate(annotations):
         if not isinstance(ann, Mapping):
             raise DataError("annotation is not an object", where, f"annotations[{index}]")
         image_id = ann.get("image_id")
-        if image_id in position and (only_ids is None or image_id in only_ids):
+        if image_id not in position:
+            dangling.append((index, image_id))
+        elif only_ids is None or image_id in only_ids:
             records.append((index, ann))
+    if dangling:
+        index, image_id = dangling[0]
+        message = (f"annotation's image_id {image_id!r} is not among the file's images"
+                   + (f" ({len(dangling)} such annotations)" if len(dangling) > 1 else ""))
+        if strict and not is_gt:
+            raise DataError(message + "; fix the file or use --lenient to drop them",
+                            where, f"annotations[{index}]")
+        warnings.warn(f"{where} [annotations[{index}]]: {message}; dropped, as poseval does",
+                      stacklevel=4)
     frame = np.array([position[ann["image_id"]] for _, ann in records], dtype=np.int64)
     regions = [_regions_posetrack18(image, where) for image in images]
     people = _people_from_records(data, records, where, is_gt)
@@ -301,7 +339,9 @@ def _people_from_records(data: Mapping, records: list, where: str, is_gt: bool) 
                             where, f"annotations[{index}]")
     raw = _as_float_array([ann["keypoints"] for _, ann in records], "'keypoints'", where)
     raw = raw.reshape(len(records), count, 3)
+    _check_finite(raw, records, where, "'keypoints'", 3)
     scores_raw = _scores(records, count, where)
+    _check_finite(scores_raw, records, where, "'scores'", 1)
     columns = [src for src, dst in enumerate(table) if dst is not None]
     targets = [table[src] for src in columns]
     xy = np.zeros((len(records), NUM_JOINTS, 2))
@@ -314,6 +354,19 @@ def _people_from_records(data: Mapping, records: list, where: str, is_gt: bool) 
     scores[:, targets] = scores_raw[:, columns]
     head_size = _head_sizes(records, present, where) if is_gt else np.full(len(records), np.nan)
     return xy, present, scores, head_size, [ann.get("track_id") for _, ann in records]
+
+
+def _check_finite(values: np.ndarray, records: list, where: str, what: str, per_joint: int) -> None:
+    """NaN / inf keypoints or scores are an error naming the record (poseval would rank a
+    NaN score above every other and count a NaN joint as a silent miss)."""
+    bad = ~np.isfinite(values.reshape(len(records), -1))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        index = records[row][0]
+        value = values.reshape(len(records), -1)[row, column]
+        raise DataError(f"{what} value {column} (joint {column // per_joint}) is {value}; "
+                        "keypoints and scores must be finite numbers", where,
+                        f"annotations[{index}]")
 
 
 def _scores(records: list, count: int, where: str) -> np.ndarray:
@@ -344,6 +397,9 @@ def _head_sizes(records: list, present: np.ndarray, where: str) -> np.ndarray:
         if not isinstance(box, list) or len(box) != 4:
             raise DataError("'bbox_head' must be [x, y, w, h]", where, f"annotations[{index}]")
         boxes[row] = _as_float_array(box, "'bbox_head'", where, f"annotations[{index}]")
+        if present[row].any() and not np.isfinite(boxes[row]).all():
+            raise DataError(f"'bbox_head' {box} is not finite (the head size would be NaN and "
+                            "every joint a miss)", where, f"annotations[{index}]")
     # poseval: 0.6 * norm([x2, y2] - [x1, y1]) with x2 = x1 + w as its converter writes it
     return _head_size(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2],
                       boxes[:, 1] + boxes[:, 3])
@@ -417,9 +473,15 @@ def _annolist_person(rect: Mapping, where: str, record: str, is_gt: bool) -> tup
         joint = _first(point.get("id"))
         if not isinstance(joint, int) or not 0 <= joint < NUM_JOINTS or present[joint]:
             continue                                  # poseval takes the first point per id
-        xy[joint] = (float(_first(point["x"])), float(_first(point["y"])))
-        score = _first(point.get("score"))
-        scores[joint] = MIN_SCORE if score is None else float(score)
+        try:
+            xy[joint] = (float(_first(point["x"])), float(_first(point["y"])))
+            score = _first(point.get("score"))
+            scores[joint] = MIN_SCORE if score is None else float(score)
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"point {joint} needs numeric x, y (and score)", where, record) from None
+        if not (np.isfinite(xy[joint]).all() and np.isfinite(scores[joint])):
+            raise DataError(f"point {joint} has a non-finite x, y or score "
+                            f"({xy[joint].tolist()}, {scores[joint]})", where, record)
         present[joint] = True
     head = np.nan
     if is_gt and all(k in rect for k in ("x1", "y1", "x2", "y2")):
@@ -429,7 +491,8 @@ def _annolist_person(rect: Mapping, where: str, record: str, is_gt: bool) -> tup
     return xy, present, scores, head, _first(rect.get("track_id"))
 
 
-def parse_video(data: Mapping, where: str, is_gt: bool, only_ids: set | None = None) -> _Video:
+def parse_video(data: Mapping, where: str, is_gt: bool, only_ids: set | None = None,
+                strict: bool = True) -> _Video:
     """Person arrays of one video file (PoseTrack18 ``images`` or PoseTrack17 ``annolist``).
 
     ``only_ids``: convert only the people of these image ids (PoseTrack18; saves time on
@@ -439,7 +502,7 @@ def parse_video(data: Mapping, where: str, is_gt: bool, only_ids: set | None = N
         raise DataError(f"expected a JSON object, found {type(data).__name__}", where)
     if "annolist" in data:
         return _parse_annolist(data, where, is_gt)
-    return _parse_posetrack18(data, where, is_gt, only_ids)
+    return _parse_posetrack18(data, where, is_gt, only_ids, strict)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -686,12 +749,15 @@ def _evaluate_video(name: str, gt_video: _Video, pred_video: _Video, pred_frame:
 
 
 def evaluate_posetrack(gt: Mapping[str, Mapping], pred: Mapping[str, Mapping],
-                       image_ids: set | None = None, strict: bool = True) -> MapResult:
+                       image_ids: set | None = None, strict: bool = True,
+                       sources: Mapping[str, str] | None = None) -> MapResult:
     """poseval's AP on ``video name -> JSON dict`` maps (videos taken in sorted order).
 
     ``image_ids`` restricts the evaluation to those GT frames. ``strict`` enforces what
     poseval enforces on prediction files (every frame present, a ``track_id`` below 10000
-    unique per frame); without it such files are scored as far as possible.
+    unique per frame, no annotation of an unknown image id); without it such files are
+    scored as far as possible. NaN / inf keypoints or scores are always an error.
+    ``sources``: video name -> prediction file, to name the file in errors.
     """
     missing = sorted(set(gt) - set(pred))
     if missing:
@@ -707,8 +773,9 @@ def evaluate_posetrack(gt: Mapping[str, Mapping], pred: Mapping[str, Mapping],
         gt_video = parse_video(gt[name], f"GT {name}", is_gt=True)
         _warn_unlabelled_with_people(name, gt[name], gt_video)
         labelled = {k for k, n in zip(gt_video.keys, gt_video.num_records) if n > 0}
-        pred_video = parse_video(pred[name], f"prediction {name}", is_gt=False,
-                                 only_ids=labelled)
+        where = f"prediction {sources[name]}" if sources and name in sources else f"prediction {name}"
+        pred_video = parse_video(pred[name], where, is_gt=False, only_ids=labelled,
+                                 strict=strict)
         if strict:
             _check_track_ids(name, _track_ids_by_image(pred[name], pred_video))
         by_position = "annolist" in gt[name] or "annolist" in pred[name]

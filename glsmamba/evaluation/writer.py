@@ -27,11 +27,27 @@ DEFAULT_CATEGORY = {
 }
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, data) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
+    """Write JSON to a temporary file in the same folder, then rename it into place (mode
+    0666 minus the umask, like any file the user creates)."""
     path = Path(path)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(data, out, allow_nan=False)
         os.replace(tmp_name, path)
@@ -114,6 +130,24 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
                         "(pass overwrite=True / --overwrite)", str(out_dir))
 
 
+def _check_replaceable(path: Path) -> None:
+    """Only a prediction file (every person has ``scores``) may be replaced: an output folder
+    that is the GT annotation folder must not lose its labels."""
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        annotations = data.get("annotations") if isinstance(data, dict) else None
+        ours = isinstance(annotations, list) and all(
+            isinstance(a, Mapping) and "scores" in a for a in annotations)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise DataError("refusing to replace this file: it is not a prediction file (its "
+                        "people have no 'scores': ground truth?); choose another output folder",
+                        str(path))
+
+
 def write_posetrack_predictions(out_dir: str | Path, videos: Mapping[str, Mapping],
                                 predictions: Sequence[Mapping],
                                 overwrite: bool = False) -> list[Path]:
@@ -136,6 +170,8 @@ def write_posetrack_predictions(out_dir: str | Path, videos: Mapping[str, Mappin
     if bad:
         raise DataError(f"video name {bad[0]!r} cannot be a file name", str(out_dir))
     grouped = _group_by_image(predictions, video_of)
+    for name in videos:
+        _check_replaceable(out_dir / f"{name}.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     ann_id = 0

@@ -13,8 +13,9 @@ Added by formula:
   delta * u (1 mul) and the skip D * u + y (1 multiply-add). Padding steps of
   windowed scans are computed, so they are counted.
 * modulated deformable conv: the contraction with the weight is a matmul (counted by
-  the counter); the bilinear sampling (4 multiply-adds) and the mask (1 mul) add
-  ``5`` per (input channel, kernel tap, output position).
+  the counter; the depthwise path does it by element-wise multiply-adds, added here as
+  1 per (channel, tap, output position)); the bilinear sampling (4 multiply-adds) and the
+  mask (1 mul) add ``5`` per (input channel, kernel tap, output position).
 
 Models are built and run on the ``meta`` device: nothing is allocated or computed.
 """
@@ -123,8 +124,12 @@ class _ExtraCounter:
     def _dcn_hook(self, module: ModulatedDeformConv2d, inputs, output) -> None:
         x = inputs[0]
         taps = module.kernel_size[0] * module.kernel_size[1]
-        self.counts[self.current] += deform_sampling_flops(
-            x.shape[0], x.shape[1], taps, output.shape[-2] * output.shape[-1])
+        positions = output.shape[-2] * output.shape[-1]
+        self.counts[self.current] += deform_sampling_flops(x.shape[0], x.shape[1], taps, positions)
+        if module.groups == x.shape[1] == module.weight.shape[0]:
+            # the depthwise path contracts with the weight by element-wise multiply-adds
+            # inside its autograd Function, which the counter does not see: 1 per tap
+            self.counts[self.current] += x.shape[0] * x.shape[1] * taps * positions
 
     def close(self) -> None:
         for handle in self.handles:

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glsmamba.errors import ConfigError
-from glsmamba.models.gsm import GSMBlock
+from glsmamba.models.gsm import GSMBlock, maybe_checkpoint
 from glsmamba.models.lrm import LRMBlock
 from glsmamba.models.scan_paths import SCAN_TYPES
 from glsmamba.models.vitpose import ViTPoseEncoder
@@ -130,6 +130,29 @@ class _EncoderPoseModel(nn.Module):
             self.encoder.train(False)
         return self
 
+    grad_checkpointing = False
+    checkpoint_skip_last = 0  # trailing blocks set_grad_checkpointing leaves out by default
+
+    def set_grad_checkpointing(self, enable: bool = True, skip_last: int | None = None) -> None:
+        """Activation checkpointing (timm's convention) of the trainable blocks: each
+        block keeps only its branch inputs and recomputes the rest in backward. Values
+        and gradients are unchanged; the frozen encoder runs without grad anyway.
+
+        The last ``skip_last`` blocks (default ``checkpoint_skip_last``: GLSMamba's LRM
+        blocks) are not checkpointed: they run first in backward, so their activations
+        are freed before the step's peak (in the GSM blocks' backward) and recomputing
+        them would cost time for no memory (glsmamba-b, bf16: the same peak, measured
+        in benchmarks/README.md).
+        """
+        self.grad_checkpointing = bool(enable)
+        blocks = list(getattr(self, "blocks", ()))
+        skip = self.checkpoint_skip_last if skip_last is None else int(skip_last)
+        self._checkpointed = [self.grad_checkpointing and i < len(blocks) - skip
+                              for i in range(len(blocks))]
+        for block, on in zip(blocks, self._checkpointed):
+            if hasattr(block, "set_grad_checkpointing"):
+                block.set_grad_checkpointing(on)
+
 
 class VideoPoseModel(_EncoderPoseModel):
     """Shared encoder / API of the video models: subclasses build ``self.blocks``."""
@@ -180,8 +203,11 @@ class VideoPoseModel(_EncoderPoseModel):
         return feats.view(B, T, *feats.shape[1:])
 
     def forward_blocks(self, tokens: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            tokens = block(tokens)
+        flags = getattr(self, "_checkpointed", None) or [False] * len(self.blocks)
+        for block, on in zip(self.blocks, flags):
+            # blocks with their own switch checkpoint their branches; others as a whole
+            whole = on and not hasattr(block, "set_grad_checkpointing")
+            tokens = maybe_checkpoint(block, tokens, whole)
         return tokens
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
@@ -206,7 +232,8 @@ class GLSMamba(VideoPoseModel):
                  use_channel_attention: bool = True, window=(8, 6), window_reset: bool = True,
                  max_frames: int = 9, freeze_encoder: bool = True, drop_path_rate: float = 0.0,
                  scan_backend: str = "auto", ca_reduction: float = 16.0,
-                 stmm_guide: int | None = None):
+                 stmm_guide: int | None = None, share_s6: bool = False,
+                 stmm_temporal: str = "clip"):
         super().__init__(num_joints, num_frames, input_size, encoder_arch, feature_stride, dim,
                          max_frames, freeze_encoder)
         if gsm_depth < 0 or lrm_depth < 0 or gsm_depth + lrm_depth == 0:
@@ -216,10 +243,13 @@ class GLSMamba(VideoPoseModel):
         common = dict(d_state=d_state, expand=expand, mlp_ratio=mlp_ratio, scan_backend=scan_backend)
         gsm = [GSMBlock(dim, num_frames, tuple(scan_types), use_stmm, use_channel_attention,
                         ca_reduction=ca_reduction, drop_path=rates[i], stmm_guide=stmm_guide,
+                        share_s6=share_s6, stmm_temporal=stmm_temporal,
                         **common) for i in range(gsm_depth)]
         lrm = [LRMBlock(dim, tuple(window), window_reset, drop_path=rates[gsm_depth + i], **common)
                for i in range(lrm_depth)]
         self.blocks = nn.ModuleList(gsm + lrm)
+        # the LRM blocks run first in backward, before the GSM blocks' peak: not checkpointed
+        self.checkpoint_skip_last = lrm_depth if gsm_depth else 0
         self.embed.apply(_init_linear)
         self.blocks.apply(_init_linear)
 

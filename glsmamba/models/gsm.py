@@ -19,11 +19,23 @@ import functools
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 from glsmamba.models.mixer import SelectiveScanMixer
 from glsmamba.models.scan_paths import SCAN_TYPES, sts6d_paths
 from glsmamba.models.vitpose import DropPath
 from glsmamba.ops.deform_conv import DeformConvPack
+
+# STMM temporal modulation: "clip" = [g_t, g_t - mean_tau g_tau]; "neighbours" = from t-1, t+1
+STMM_TEMPORAL = ("clip", "neighbours")
+
+
+def maybe_checkpoint(fn, x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """``fn(x)``; under ``enabled`` (and grad mode) as a non-reentrant activation checkpoint:
+    only ``x`` is kept, ``fn`` runs again in backward (same RNG state, so drop path agrees)."""
+    if enabled and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
+    return fn(x)
 
 
 class FeedForward(nn.Module):
@@ -81,17 +93,41 @@ class STMM(nn.Module):
     each type, and the types are summed with the compensation as a residual:
 
         out = sum_k y_k + sum_k DCN_k(y_k; offsets_k(guide), masks_k(guide))
+
+    ``temporal`` chooses the temporal modulation: ``"clip"`` (default) the guide above;
+    ``"neighbours"`` predicts frame t's offsets and masks from its neighbouring frames,
+    guide_t = [g_t, g_{t-1} - g_t, g_{t+1} - g_t] (3G channels; the clip's edge frames
+    repeat, as in clip sampling), the DCPose / FAMI-Pose way of deriving the
+    compensation from adjacent frames.
     """
 
-    def __init__(self, channels: int, num_types: int = 3, guide_channels: int | None = None):
+    def __init__(self, channels: int, num_types: int = 3, guide_channels: int | None = None,
+                 temporal: str = "clip"):
         super().__init__()
-        self.channels, self.num_types = channels, num_types
+        if temporal not in STMM_TEMPORAL:
+            raise ValueError(f"stmm temporal modulation {temporal!r}: choose one of {STMM_TEMPORAL}")
+        self.channels, self.num_types, self.temporal = channels, num_types, temporal
         self.guide_channels = guide_channels or max(channels // 8, 8)
         width = channels * num_types
         self.guide = nn.Conv2d(width, self.guide_channels, 1)
         self.dcn = DeformConvPack(
             width, width, 3, padding=1, groups=width, offset_groups=num_types, bias=False,
-            offset_in_channels=2 * self.guide_channels)
+            offset_in_channels=self.guide_width)
+
+    @property
+    def guide_width(self) -> int:
+        """Channels of the offset / mask predictor's input."""
+        return (2 if self.temporal == "clip" else 3) * self.guide_channels
+
+    def temporal_guide(self, guide: torch.Tensor) -> torch.Tensor:
+        """guide (B, T, G, H, W) -> (B, T, guide_width, H, W)."""
+        if self.temporal == "clip":
+            return torch.cat([guide, guide - guide.mean(1, keepdim=True)], dim=2)
+        T = guide.shape[1]
+        index = torch.arange(T, device=guide.device)
+        before = guide[:, (index - 1).clamp(min=0)]
+        after = guide[:, (index + 1).clamp(max=T - 1)]
+        return torch.cat([guide, before - guide, after - guide], dim=2)
 
     def forward(self, ys: torch.Tensor, thw: tuple[int, int, int]) -> torch.Tensor:
         """ys (B, n, E, L) -> (B, E, L)."""
@@ -99,8 +135,8 @@ class STMM(nn.Module):
         T, H, W = thw
         frames = ys.view(B, n * E, T, H, W).transpose(1, 2).reshape(B * T, n * E, H, W)
         guide = self.guide(frames).view(B, T, self.guide_channels, H, W)
-        guide = torch.cat([guide, guide - guide.mean(1, keepdim=True)], dim=2)
-        compensation = self.dcn(frames, guide.view(B * T, 2 * self.guide_channels, H, W))
+        guide = self.temporal_guide(guide)
+        compensation = self.dcn(frames, guide.view(B * T, self.guide_width, H, W))
         out = (frames + compensation).view(B, T, n, E, H, W).sum(2)  # (B, T, E, H, W)
         return out.transpose(1, 2).reshape(B, E, L)
 
@@ -109,10 +145,10 @@ class TypeMerge(nn.Module):
     """Merge the two directions of each scan type, then fuse the types (STMM or sum)."""
 
     def __init__(self, channels: int, num_types: int, use_stmm: bool = True,
-                 guide_channels: int | None = None):
+                 guide_channels: int | None = None, stmm_temporal: str = "clip"):
         super().__init__()
         self.num_types = num_types
-        self.stmm = (STMM(channels, num_types, guide_channels)
+        self.stmm = (STMM(channels, num_types, guide_channels, stmm_temporal)
                      if use_stmm and num_types > 1 else None)
 
     def forward(self, ys: torch.Tensor, thw: tuple[int, int, int]) -> torch.Tensor:
@@ -135,7 +171,8 @@ class GSMBlock(nn.Module):
                  use_stmm: bool = True, use_channel_attention: bool = True,
                  d_state: int = 16, expand: float = 2.0, mlp_ratio: float = 4.0,
                  ca_reduction: float = 16, drop_path: float = 0.0, scan_backend: str = "auto",
-                 stmm_guide: int | None = None):
+                 stmm_guide: int | None = None, share_s6: bool = False,
+                 stmm_temporal: str = "clip"):
         super().__init__()
         scan_types = tuple(scan_types)
         unknown = set(scan_types) - set(SCAN_TYPES)
@@ -149,13 +186,25 @@ class GSMBlock(nn.Module):
         d_inner = int(expand * dim)
         self.mixer = SelectiveScanMixer(
             dim, functools.partial(_sts6d, scan_types), 2 * len(scan_types),
-            TypeMerge(d_inner, len(scan_types), use_stmm, stmm_guide), d_state, expand,
-            scan_backend=scan_backend)
+            TypeMerge(d_inner, len(scan_types), use_stmm, stmm_guide, stmm_temporal), d_state,
+            expand, scan_backend=scan_backend, share_s6=share_s6)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, mlp_ratio)
 
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual branch (mixer, FFN) in backward instead of storing it."""
+        self.grad_checkpointing = bool(enable)
+
+    def _mixer_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(self.mixer(self.channel_attention(self.norm1(x))))
+
+    def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(self.ffn(self.norm2(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, W, D) -> same shape."""
-        x = x + self.drop_path(self.mixer(self.channel_attention(self.norm1(x))))
-        return x + self.drop_path(self.ffn(self.norm2(x)))
+        x = x + maybe_checkpoint(self._mixer_branch, x, self.grad_checkpointing)
+        return x + maybe_checkpoint(self._ffn_branch, x, self.grad_checkpointing)

@@ -13,7 +13,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from glsmamba.models.gsm import DropPath, FeedForward
+from glsmamba.models.gsm import DropPath, FeedForward, maybe_checkpoint
 from glsmamba.models.mixer import SelectiveScanMixer, sum_directions
 from glsmamba.models.scan_paths import wsts_paths
 
@@ -38,7 +38,19 @@ class LRMBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, mlp_ratio)
 
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual branch (mixer, FFN) in backward instead of storing it."""
+        self.grad_checkpointing = bool(enable)
+
+    def _mixer_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(self.mixer(self.norm1(x)))
+
+    def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(self.ffn(self.norm2(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, W, D) -> same shape."""
-        x = x + self.drop_path(self.mixer(self.norm1(x)))
-        return x + self.drop_path(self.ffn(self.norm2(x)))
+        x = x + maybe_checkpoint(self._mixer_branch, x, self.grad_checkpointing)
+        return x + maybe_checkpoint(self._ffn_branch, x, self.grad_checkpointing)

@@ -9,7 +9,8 @@
     out_proj (shared)(main * gate) -> (B, T, H, W, D)
 
 Per path k: ``x_proj[k]`` (E -> dt_rank + 2N) gives dt, B, C; ``dt_proj[k]``
-(dt_rank -> E) expands dt; ``A_log[k]`` (E, N) and ``D[k]`` (E,). All K paths go
+(dt_rank -> E) expands dt; ``A_log[k]`` (E, N) and ``D[k]`` (E,) (``share_s6=True``: one
+set for all K paths). All K paths go
 through one :func:`glsmamba.ops.selective_scan.selective_scan` call. Initialisation as
 Mamba / VMamba: dt drawn log-uniformly in [dt_min, dt_max] and stored through the
 inverse softplus in the dt bias, A = -[1..N] per channel, D = 1.
@@ -38,16 +39,23 @@ def sum_directions(ys: torch.Tensor, thw: tuple[int, int, int]) -> torch.Tensor:
 
 
 class S6Paths(nn.Module):
-    """Per-path S6 parameters and the one batched scan over K paths."""
+    """Per-path S6 parameters and the one batched scan over K paths.
+
+    ``shared=True`` keeps one set of S6 parameters (x_proj, dt_proj, A_log, D) for all K
+    paths (each path still scans its own sequence): the reading under which the paper's
+    "unified only" and "full STS6D without STMM" have the same parameter count.
+    """
 
     def __init__(self, d_inner: int, num_paths: int, d_state: int = 16,
                  dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, scan_backend: str = "auto"):
+                 dt_init_floor: float = 1e-4, scan_backend: str = "auto", shared: bool = False):
         super().__init__()
         self.d_inner, self.num_paths, self.d_state = d_inner, num_paths, d_state
         self.dt_rank = math.ceil(d_inner / 16) if dt_rank == "auto" else int(dt_rank)
         self.scan_backend = scan_backend
-        K, E, N, R = num_paths, d_inner, d_state, self.dt_rank
+        self.shared = bool(shared)
+        self.num_param_sets = 1 if self.shared else num_paths
+        K, E, N, R = self.num_param_sets, d_inner, d_state, self.dt_rank
         self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, E))
         self.dt_proj_weight = nn.Parameter(torch.empty(K, E, R))
         self.dt_proj_bias = nn.Parameter(torch.empty(K, E))
@@ -67,26 +75,36 @@ class S6Paths(nn.Module):
         nn.init.uniform_(self.x_proj_weight, -bound, bound)
         std = R ** -0.5  # Mamba's dt_proj init ("constant" dt_scale = 1)
         nn.init.uniform_(self.dt_proj_weight, -std, std)
-        dt = torch.exp(torch.rand(self.num_paths, E) * (math.log(dt_max) - math.log(dt_min))
+        dt = torch.exp(torch.rand(self.num_param_sets, E) * (math.log(dt_max) - math.log(dt_min))
                        + math.log(dt_min)).clamp(min=dt_init_floor)
         self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(self.num_paths * E, 1)
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(self.num_param_sets * E, 1)
         self.A_log.copy_(torch.log(A))
         self.D.fill_(1.0)
 
+    def path_parameters(self) -> tuple[torch.Tensor, ...]:
+        """(x_proj (K, R+2N, E), dt_proj (K, E, R), dt_bias (K, E), A_log (K*E, N), D (K*E,)),
+        the one shared set repeated K times when ``shared`` (gradients sum over the paths)."""
+        K, E = self.num_paths, self.d_inner
+        if not self.shared:
+            return self.x_proj_weight, self.dt_proj_weight, self.dt_proj_bias, self.A_log, self.D
+        return (self.x_proj_weight.expand(K, -1, -1), self.dt_proj_weight.expand(K, -1, -1),
+                self.dt_proj_bias.expand(K, E), self.A_log.repeat(K, 1), self.D.repeat(K))
+
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
-        """xs (B', K, E, L) -> ys (B', K, E, L), each path with its own parameters."""
+        """xs (B', K, E, L) -> ys (B', K, E, L), each path with its own (or the shared) parameters."""
         batch, K, E, L = xs.shape
         N, R = self.d_state, self.dt_rank
-        x_dbl = torch.einsum("bkel,kce->bkcl", xs, self.x_proj_weight)  # (B', K, R+2N, L)
+        x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = self.path_parameters()
+        x_dbl = torch.einsum("bkel,kce->bkcl", xs, x_proj_weight)  # (B', K, R+2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        dts = torch.einsum("bkrl,ker->bkel", dts, self.dt_proj_weight)  # (B', K, E, L)
+        dts = torch.einsum("bkrl,ker->bkel", dts, dt_proj_weight)  # (B', K, E, L)
         if xs.is_meta:  # shape propagation only (FLOP counting)
             return xs.new_empty(xs.shape)
         ys = selective_scan(
             xs.reshape(batch, K * E, L), dts.reshape(batch, K * E, L),
-            -torch.exp(self.A_log.float()), Bs.contiguous(), Cs.contiguous(), self.D.float(),
-            delta_bias=self.dt_proj_bias.reshape(-1).float(), delta_softplus=True,
+            -torch.exp(A_log.float()), Bs.contiguous(), Cs.contiguous(), D.float(),
+            delta_bias=dt_proj_bias.reshape(-1).float(), delta_softplus=True,
             backend=self.scan_backend)
         return ys.view(batch, K, E, L).to(xs.dtype)
 
@@ -96,7 +114,7 @@ class SelectiveScanMixer(nn.Module):
 
     def __init__(self, dim: int, paths_fn: PathsFn, num_paths: int, merge: MergeFn | nn.Module = sum_directions,
                  d_state: int = 16, expand: float = 2.0, dt_rank: int | str = "auto",
-                 d_conv: int = 3, scan_backend: str = "auto"):
+                 d_conv: int = 3, scan_backend: str = "auto", share_s6: bool = False):
         super().__init__()
         d_inner = int(expand * dim)
         self.dim, self.d_inner = dim, d_inner
@@ -107,7 +125,8 @@ class SelectiveScanMixer(nn.Module):
         self.gate_conv = nn.Conv2d(d_inner, d_inner, d_conv, padding=d_conv // 2, groups=d_inner)
         self.gate_norm = nn.LayerNorm(d_inner)
         rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)  # Mamba: ceil(D/16)
-        self.s6 = S6Paths(d_inner, num_paths, d_state, rank, scan_backend=scan_backend)
+        self.s6 = S6Paths(d_inner, num_paths, d_state, rank, scan_backend=scan_backend,
+                          shared=share_s6)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 

@@ -62,13 +62,22 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
+# overrides that are sizes: 0 or less builds a degenerate model or fails deep in torch
+POSITIVE_SIZES = {"dim", "d_state", "num_joints", "num_frames", "d_conv", "num_heads",
+                  "window_size"}
+
+
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build preset ``name`` with keyword overrides (e.g. ``num_joints=15``)."""
     spec = get_spec(name)
     kwargs = spec.kwargs(overrides)
+    for key in POSITIVE_SIZES & set(overrides):
+        value = overrides[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model {name!r}: {key} must be an integer >= 1, got {value!r}")
     try:
         return spec.builder(**kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:   # RuntimeError: e.g. a negative size
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"model {name!r}: {err}") from err
@@ -117,6 +126,12 @@ def _register_presets() -> None:
     register_model("glsmamba-b-no-stmm", GLSMamba,
                    "ablation: full STS6D, scan types summed instead of STMM", **b, use_stmm=False)
     register_model("glsmamba-b-no-lrm", GLSMamba, "ablation: 4 GSM blocks, no LRM", **b, lrm_depth=0)
+    # the paper's open choices as switches (docs/MODEL.md, "Open choices as switches")
+    register_model("glsmamba-b-shared-s6", GLSMamba,
+                   "switch: one S6 parameter set shared by the six STS6D paths", **b, share_s6=True)
+    register_model("glsmamba-b-stmm-neighbours", GLSMamba,
+                   "switch: STMM offsets / masks from frames t-1 and t+1", **b,
+                   stmm_temporal="neighbours")
     register_model("vitpose-b", ViTPoseBaseline, "backbone only: single-frame ViTPose-B + 1x1 head",
                    encoder_arch="vit-b", input_size=(192, 256), num_frames=5)
     register_model("vitpose-tiny", ViTPoseBaseline, "backbone only: single-frame vit-tiny, 128x96",

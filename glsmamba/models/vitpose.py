@@ -371,7 +371,9 @@ def _checkpoint_grid(num_patches: int, target: tuple[int, int]) -> tuple[int, in
 def load_vitpose(encoder: ViTPoseEncoder, path: str | os.PathLike, strict: bool = True,
                  ignore: Iterable[str] = (), src_grid: tuple[int, int] | None = None,
                  trust_pickle: bool = False) -> LoadReport:
-    """Load an official ViTPose checkpoint (.pth / .safetensors) into ``encoder``.
+    """Load a ViTPose checkpoint into ``encoder``: an official one (.pth / .safetensors),
+    or a HuggingFace ``VitPoseForPoseEstimation`` ``save_pretrained`` folder or
+    ``.safetensors`` file (renamed by :mod:`glsmamba.models.vitpose_hf`).
 
     Keys matching ``IGNORED_KEYS`` or ``ignore`` (fnmatch patterns) are skipped.
     ``backbone.pos_embed`` is resized bicubically when its grid differs (the checkpoint
@@ -381,7 +383,8 @@ def load_vitpose(encoder: ViTPoseEncoder, path: str | os.PathLike, strict: bool 
     ``weights_only=True`` (numpy metadata allowed); ``trust_pickle=True`` lifts that.
     """
     path = Path(path)
-    state = _state_dict_of(_read_checkpoint(path, trust_pickle), path)
+    from glsmamba.models.vitpose_hf import read_vitpose_state
+    state = read_vitpose_state(path, trust_pickle, strict)
     patterns = tuple(IGNORED_KEYS) + tuple(ignore)
     report = LoadReport(path=str(path))
     target = encoder.state_dict()

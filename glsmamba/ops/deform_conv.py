@@ -16,9 +16,16 @@ The samples are gathered with one ``grid_sample`` call (``align_corners=False``,
 zero-corner rule above), scaled by the mask and contracted with the weight (a kernel-1
 ``conv1d`` when groups=1, a broadcast ``matmul`` per group otherwise). Autograd gives
 the backward for every input.
+
+The depthwise case (groups = in = out channels, the STMM's) runs through a custom
+autograd Function instead (``_DepthwiseDeformConv``): all taps of a slice of the channels
+per ``grid_sample`` call, only the inputs kept for backward, which samples again and
+calls ``grid_sampler_2d_backward`` slice by slice; it never holds the (B, C*taps, L)
+columns of all channels (the generic path keeps two such tensors for backward).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -150,6 +157,130 @@ def _sample_and_contract(
     return out if bias is None else out + bias.view(1, -1, 1)
 
 
+def _autocast_off(device: torch.device):
+    """The Function computes in float32 itself: no autocast inside (cpu / cuda only)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+# The depthwise path samples all kernel taps of a slice of the channels per grid_sample
+# call; the slice is sized so that its (B, G, slice, taps, L) columns hold at most
+# COLUMN_BUDGET x the elements of x (at least one channel per group).
+COLUMN_BUDGET = 2.0
+
+
+def _channel_chunks(per_group: int, taps: int) -> list[tuple[int, int]]:
+    size = max(1, min(per_group, int(COLUMN_BUDGET * per_group / taps)))
+    return [(c0, min(per_group, c0 + size)) for c0 in range(0, per_group, size)]
+
+
+class _DepthwiseDeformConv(torch.autograd.Function):
+    """Depthwise modulated deformable conv (groups = Cin = Cout), a slice of channels at a time.
+
+    ``out[b, c, l] = sum_tap w[c, tap] * mask[b, g(c), tap, l] * sample[b, c, tap, l]``.
+    The forward never materialises the (B, C, taps, L) columns of all channels: it
+    samples every tap of a slice of channels per ``grid_sample`` call (see
+    ``COLUMN_BUDGET``), scales and accumulates them. Only the inputs (x in its own dtype,
+    the sampling grid, the mask, the weight) are kept; the backward samples each slice
+    again and chains through ``grid_sampler_2d_backward`` slice by slice (the image
+    gradient of a slice is final at once; the grid and mask gradients are summed over
+    slices). Computes in float32 (float64 kept); returns the weight's dtype.
+    """
+
+    @staticmethod
+    def _setup(x, grid, mask, weight, offset_groups):
+        batch, channels, height, width = x.shape
+        taps = weight.shape[-2] * weight.shape[-1]
+        dtype = grid.dtype
+        per_group = channels // offset_groups
+        out_hw = (grid.shape[1] // taps, grid.shape[2])
+        length = out_hw[0] * out_hw[1]
+        masks = None if mask is None else mask.to(dtype).reshape(batch, offset_groups, taps, length)
+        w = weight.to(dtype).reshape(offset_groups, per_group, taps)
+        return masks, w, (batch, offset_groups, per_group, taps, length, out_hw)
+
+    @staticmethod
+    def _images(x, c0, c1, dims, dtype):
+        """Channels c0..c1 of every group as a float (B*G, c1 - c0, H, W) batch."""
+        batch, groups, per_group = dims[:3]
+        return x.view(batch, groups, per_group, *x.shape[-2:])[:, :, c0:c1].to(dtype).reshape(
+            batch * groups, c1 - c0, *x.shape[-2:])
+
+    @staticmethod
+    def forward(ctx, x, grid, mask, weight, offset_groups: int):
+        masks, w, dims = _DepthwiseDeformConv._setup(x, grid, mask, weight, offset_groups)
+        batch, groups, per_group, taps, length, out_hw = dims
+        dtype = grid.dtype
+        out = torch.empty(batch, groups, per_group, length, dtype=dtype, device=x.device)
+        for c0, c1 in _channel_chunks(per_group, taps):
+            images = _DepthwiseDeformConv._images(x, c0, c1, dims, dtype)
+            samples = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False).view(batch, groups, c1 - c0, taps, length)
+            del images
+            if masks is not None:
+                samples.mul_(masks[:, :, None])
+            # sum over taps weighted by w: (B, G, c, taps, L) x (G, c, taps) -> (B, G, c, L)
+            torch.mul(samples[:, :, :, 0], w[None, :, c0:c1, 0, None], out=out[:, :, c0:c1])
+            for tap in range(1, taps):
+                out[:, :, c0:c1].addcmul_(samples[:, :, :, tap], w[None, :, c0:c1, tap, None])
+        ctx.offset_groups = offset_groups
+        ctx.save_for_backward(x, grid, mask, weight)
+        return out.view(batch, groups * per_group, *out_hw).to(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, grid, mask, weight = ctx.saved_tensors
+        masks, w, dims = _DepthwiseDeformConv._setup(x, grid, mask, weight, ctx.offset_groups)
+        batch, groups, per_group, taps, length, (out_h, out_w) = dims
+        dtype, device = grid.dtype, x.device
+        need_x, need_grid, need_mask, need_w = ctx.needs_input_grad[:4]
+        gout = grad_out.to(dtype).reshape(batch, groups, per_group, 1, length)
+        # in x's dtype at once (autograd would cast a float32 gradient to it anyway)
+        grad_x = torch.empty(batch, groups, per_group, *x.shape[-2:], dtype=x.dtype, device=device) \
+            if need_x else None
+        grad_grid = torch.zeros_like(grid) if need_grid else None
+        grad_mask = (torch.zeros(batch, groups, taps, length, dtype=dtype, device=device)
+                     if need_mask and mask is not None else None)
+        grad_w = torch.empty(groups, per_group, taps, dtype=dtype, device=device) if need_w else None
+        blocks = None
+        if grad_w is not None and masks is not None:  # block-diagonal mask for one GEMM per (b, g)
+            blocks = torch.zeros(batch, groups, taps, length, taps, dtype=dtype, device=device)
+            for tap in range(taps):
+                blocks[:, :, tap, :, tap] = masks[:, :, tap]
+            blocks = blocks.view(batch, groups, taps * length, taps)
+        for c0, c1 in _channel_chunks(per_group, taps):
+            images = _DepthwiseDeformConv._images(x, c0, c1, dims, dtype)
+            samples = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False).view(batch, groups, c1 - c0, taps, length)
+            g = gout[:, :, c0:c1]
+            prod = samples.mul_(g)  # gout * sample, in place
+            flat = prod.view(batch, groups, c1 - c0, taps * length)
+            if grad_mask is not None:  # sum_c w gout sample: one GEMM per (b, g), diagonal blocks
+                full = torch.matmul(w[None, :, c0:c1].transpose(-1, -2), flat)  # (B, G, taps, taps*L)
+                full = full.view(batch, groups, taps, taps, length)
+                grad_mask += torch.diagonal(full, dim1=2, dim2=3).movedim(-1, 2)
+            if grad_w is not None:  # sum_{b, l} mask gout sample
+                if blocks is None:
+                    grad_w[:, c0:c1] = prod.sum((0, 4))
+                else:
+                    grad_w[:, c0:c1] = torch.matmul(flat, blocks).sum(0)
+            if need_x or need_grid:  # dL/dsample = gout * w * mask, into the same buffer
+                grad_samples = torch.mul(g, w[None, :, c0:c1, :, None], out=prod)
+                if masks is not None:
+                    grad_samples.mul_(masks[:, :, None])
+                grad_img, grad_g = torch.ops.aten.grid_sampler_2d_backward(
+                    grad_samples.view(batch * groups, c1 - c0, taps * out_h, out_w), images, grid,
+                    0, 0, False, [bool(need_x), bool(need_grid)])
+                if need_x:
+                    grad_x[:, :, c0:c1] = grad_img.view(batch, groups, c1 - c0, *x.shape[-2:])
+                if need_grid:
+                    grad_grid += grad_g
+        return (grad_x.view(x.shape) if need_x else None, grad_grid,
+                grad_mask.view_as(mask) if grad_mask is not None else None,
+                grad_w.view_as(weight) if need_w else None, None)
+
+
 def modulated_deform_conv2d(
     x: torch.Tensor,
     offset: torch.Tensor,
@@ -169,7 +300,8 @@ def modulated_deform_conv2d(
 
     ``checkpoint=True`` keeps no (B, Cin*kh*kw, L) tensor for the backward pass (it is
     recomputed there: about one more forward of time) -- for training with many
-    channels, where autograd would otherwise hold two such tensors per layer.
+    channels, where autograd would otherwise hold two such tensors per layer. The
+    depthwise path never keeps them, so the flag changes nothing there.
     """
     stride, padding, dilation = (
         _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"))
@@ -185,6 +317,12 @@ def modulated_deform_conv2d(
     sample_dtype = torch.promote_types(x.dtype, torch.float32)
     grid = _sampling_grid(
         offset.to(sample_dtype), (kh, kw), (height, width), out_hw, stride, padding, dilation)
+    if groups == x.shape[1] == weight.shape[0]:  # depthwise (STMM): tap by tap, lean
+        with _autocast_off(x.device):
+            out = _DepthwiseDeformConv.apply(x, grid, mask, weight, offset_groups)
+        if bias is not None:
+            out = out + bias.view(1, -1, 1, 1)
+        return out
     args = (x, grid, mask, weight, bias, offset_groups, groups)
     if checkpoint and torch.is_grad_enabled():
         out = torch.utils.checkpoint.checkpoint(_sample_and_contract, *args, use_reentrant=False)

@@ -22,11 +22,12 @@ Why it is shaped this way (see ``SCAN.md`` in the shared docs for the measuremen
   adjoint recurrence ``lam_t = gy_t C_t + exp(delta_{t+1} A) lam_{t+1}`` and forms every
   gradient from (states, adjoints) with contractions into preallocated buffers.
 
-Gradients flow to u, delta, A, B, C, D and, through autograd on the small (B, KD, L)
-tensors, to delta_bias and through the softplus.
+Gradients flow to u, delta, A, B, C, D, delta_bias and through the softplus (its
+derivative sigmoid(delta + bias) is applied in backward from the saved raw delta).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -240,30 +241,56 @@ def scan_backward(
     return grad_u, grad_delta, grad_A.view(channels, n_state), _batch_major(grad_B), _batch_major(grad_C)
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class _ChunkedScan(torch.autograd.Function):
-    """autograd wrapper: keeps the inputs and the segment-start states only."""
+    """autograd wrapper: keeps the inputs, in their own dtype, and the segment-start states only.
+
+    The float32 (float64) copies, delta' = softplus(delta + bias) included, are made inside
+    forward and made again in backward, so a bf16 input costs half the bytes of a float32
+    copy and nothing of size (B, KD, L) is kept twice. Returns y in the compute dtype.
+    """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D):
-        u, delta, B, C = (x.contiguous() for x in (u, delta, B, C))
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus: bool):
+        dtype = _compute_dtype(u)
+        u32, A32, B32, C32 = (x.to(dtype).contiguous() for x in (u, A, B, C))
+        D32 = D.to(dtype) if D is not None else None
+        bias32 = delta_bias.to(dtype) if delta_bias is not None else None
+        delta32 = prepare_delta(delta.to(dtype), bias32, delta_softplus).contiguous()
         needs_grad = any(ctx.needs_input_grad)
-        y, seg_states = scan_forward(u, delta, A, B, C, save_states=needs_grad)
-        if D is not None:
-            y.addcmul_(u, D[:, None])
+        y, seg_states = scan_forward(u32, delta32, A32, B32, C32, save_states=needs_grad)
+        if D32 is not None:
+            y.addcmul_(u32, D32[:, None])
         if needs_grad:
-            ctx.save_for_backward(u, delta, A, B, C, D, seg_states)
+            ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, seg_states)
+            ctx.delta_softplus = delta_softplus
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        u, delta, A, B, C, D, seg_states = ctx.saved_tensors
-        grad_y = grad_y.contiguous()
-        grad_u, grad_delta, grad_A, grad_B, grad_C = scan_backward(grad_y, u, delta, A, B, C, seg_states)
+        u, delta, A, B, C, D, delta_bias, seg_states = ctx.saved_tensors
+        dtype = seg_states.dtype
+        u32, A32, B32, C32 = (x.to(dtype).contiguous() for x in (u, A, B, C))
+        bias32 = delta_bias.to(dtype) if delta_bias is not None else None
+        pre = delta.to(dtype)
+        if bias32 is not None:
+            pre = pre + bias32[:, None]
+        delta32 = (torch.nn.functional.softplus(pre) if ctx.delta_softplus else pre).contiguous()
+        grad_y = grad_y.to(dtype).contiguous()
+        grad_u, grad_delta, grad_A, grad_B, grad_C = scan_backward(
+            grad_y, u32, delta32, A32, B32, C32, seg_states)
+        del delta32
+        if ctx.delta_softplus:  # d softplus(z) / dz = sigmoid(z)
+            grad_delta.mul_(pre.sigmoid_())
+        grad_bias = grad_delta.sum((0, 2)) if delta_bias is not None and ctx.needs_input_grad[6] else None
         grad_D = None
         if D is not None:
-            grad_u.addcmul_(grad_y, D[:, None])
-            grad_D = (grad_y * u).sum((0, 2)) if ctx.needs_input_grad[5] else None
-        return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D
+            grad_u.addcmul_(grad_y, D.to(dtype)[:, None])
+            grad_D = (grad_y * u32).sum((0, 2)) if ctx.needs_input_grad[5] else None
+        return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_bias, None
 
 
 def selective_scan_chunked(
@@ -276,14 +303,13 @@ def selective_scan_chunked(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
 ) -> torch.Tensor:
-    """Segmented S6 scan; shapes as ``selective_scan``. Computes in float32 (float64 kept).
+    """Segmented S6 scan; shapes as ``selective_scan``. Computes in float32 (float64 kept)
+    whatever the input dtype; keeps the inputs in their own dtype for backward.
 
-    Returns y (B, KD, L) contiguous.
+    Returns y (B, KD, L) contiguous, float32 (float64 for float64 inputs).
     """
     flush_denormals_once()
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (x.to(dtype) for x in (u, delta, A, B, C))
-    D = D.to(dtype) if D is not None else None
-    delta_bias = delta_bias.to(dtype) if delta_bias is not None else None
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
-    return _ChunkedScan.apply(u, delta, A, B, C, D)
+    off = torch.autocast(u.device.type, enabled=False) if u.device.type in ("cpu", "cuda") \
+        else contextlib.nullcontext()
+    with off:
+        return _ChunkedScan.apply(u, delta, A, B, C, D, delta_bias, bool(delta_softplus))

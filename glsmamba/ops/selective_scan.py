@@ -11,9 +11,13 @@ path's D channels sharing one B and one C)::
 Backends: ``"fused"`` (C kernel compiled on first use with the system compiler, CPU,
 float32; ``scan_fused.py``), ``"chunked"`` (plain PyTorch, CPU and GPU, float32 or
 float64), ``"cuda"`` (mamba_ssm's compiled kernel), ``"reference"`` (sequential loop, for
-tests). ``"auto"`` picks cuda when the compiled module imports and the tensors are on
-CUDA; on CPU fused when it builds (chunked for float64 inputs, or after one warning when
-no C compiler works); else chunked. The environment variable ``GLSMAMBA_SCAN_BACKEND``
+tests), ``"triton"`` (Triton kernels, forward and backward, no build step:
+``scan_triton.py``; CPU tensors run under Triton's interpreter, for tests). ``"auto"``
+on CUDA picks triton when it imports (mamba_ssm's cuda kernel instead only where it
+imports and ``benchmarks/gpu_check.py`` recorded it faster on that GPU; cuda when triton
+is missing; chunked for float64 or without either); on CPU fused when it builds
+(chunked for float64 inputs, or after one warning when no C compiler works); else
+chunked. The environment variable ``GLSMAMBA_SCAN_BACKEND``
 overrides what ``"auto"`` picks. An explicit ``"fused"`` that cannot be built falls back
 to chunked (after the same warning).
 """
@@ -25,19 +29,22 @@ import torch
 
 from glsmamba.errors import ConfigError
 
-BACKENDS = ("auto", "reference", "chunked", "fused", "cuda")
+BACKENDS = ("auto", "reference", "chunked", "fused", "cuda", "triton")
 ENV_BACKEND = "GLSMAMBA_SCAN_BACKEND"
 
 
 def available_backends() -> list[str]:
-    """Backends that can run here (``"cuda"``/``"fused"`` only when their compiled code loads)."""
-    from glsmamba.ops import scan_cuda, scan_fused
+    """Backends that can run here (``"cuda"``/``"fused"`` only when their compiled code loads,
+    ``"triton"`` when triton imports: on CPU tensors it runs under Triton's interpreter)."""
+    from glsmamba.ops import scan_cuda, scan_fused, scan_triton
 
     names = ["chunked", "reference"]
     if scan_fused.is_available():
         names.insert(0, "fused")
     if scan_cuda.is_available():
         names.insert(0, "cuda")
+    if scan_triton.is_available():  # on CPU tensors under Triton's interpreter (slow)
+        names.insert(0, "triton")
     return names
 
 
@@ -90,15 +97,20 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
         if backend not in BACKENDS:
             raise ConfigError(f"{ENV_BACKEND}={backend!r} is not one of {BACKENDS}")
     if backend == "auto":
-        from glsmamba.ops import scan_cuda
+        if device.type == "cuda":
+            from glsmamba.ops import scan_triton
 
-        if device.type == "cuda" and scan_cuda.is_available():
-            return "cuda"
+            return scan_triton.cuda_auto_backend(device, dtype)
         backend = "fused" if device.type == "cpu" and dtype != torch.float64 else "chunked"
     if backend == "fused":
         from glsmamba.ops import scan_fused
 
         return "fused" if device.type == "cpu" and scan_fused.is_available() else "chunked"
+    if backend == "triton":
+        from glsmamba.ops import scan_triton
+
+        if not scan_triton.is_available():
+            raise ConfigError("selective-scan backend 'triton' needs the triton package (pip install triton)")
     return backend
 
 
@@ -116,11 +128,18 @@ def selective_scan(
     """S6 scan over K paths batched along channels.
 
     u, delta: (B, K*D, L); A: (K*D, N); B, C: (B, K, N, L); D, delta_bias: (K*D,).
-    Returns y (B, K*D, L) in float32 (float64 if the inputs are float64 and the backend
-    is chunked or reference; fused always computes in float32).
+    Returns y (B, K*D, L) in u's dtype. The recurrence always runs in float32 (float64
+    for float64 inputs on chunked / reference; fused computes float64 inputs in float32),
+    whatever the input dtype: bf16 / fp16 inputs (autocast) are upcast inside the
+    backend, which keeps the inputs in their own dtype for backward.
     """
     check_scan_inputs(u, delta, A, B, C, D, delta_bias)
     name = resolve_backend(backend, u.device, u.dtype)
+    return _run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus).to(u.dtype)
+
+
+def _run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus) -> torch.Tensor:
+    """The backend's y: float32 (float64 for float64 inputs on chunked / reference)."""
     if name == "reference":
         from glsmamba.ops.scan_reference import selective_scan_reference
 
@@ -129,6 +148,10 @@ def selective_scan(
         from glsmamba.ops.scan_cuda import selective_scan_cuda
 
         return selective_scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "triton":
+        from glsmamba.ops.scan_triton import selective_scan_triton
+
+        return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "fused":
         from glsmamba.ops.scan_fused import selective_scan_fused
 

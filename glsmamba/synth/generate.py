@@ -13,7 +13,6 @@ so the output is byte-identical for a seed whatever the number of workers.
 from __future__ import annotations
 
 import json
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -215,20 +214,97 @@ def write_json(path: Path, document) -> None:
 # whole dataset
 
 
+def _read_meta(root: Path) -> dict | None:
+    """meta.json of a benchmark this generator wrote, else None."""
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("generator") == "glsmamba.synth" else None
+
+
+def planned_files(options: "SynthOptions", jobs: list["VideoJob"], preview: bool) -> list[str]:
+    """Every file (relative to the root) a generation writes."""
+    files = [f"images/{job.split}/{job.name}/{frame:06d}.jpg"
+             for job in jobs for frame in range(options.frames)]
+    files += [f"annotations/{job.split}/{job.name}.json" for job in jobs]
+    files += [f"detections/{split}.json" for split in SPLITS] + ["meta.json"]
+    return files + (["preview.png"] if preview else [])
+
+
+def owned_files(root: Path) -> set[str] | None:
+    """Files (relative paths) the manifest ``meta.json`` says the generator (or a caller
+    through :func:`record_outputs`) wrote; None when the folder holds no such manifest.
+    meta.json of version 1.0 lists none: they are derived from its videos and options."""
+    meta = _read_meta(root)
+    if meta is None:
+        return None
+    if isinstance(meta.get("files"), list):
+        files = {str(f) for f in meta["files"]}
+    else:
+        frames = int(meta.get("options", {}).get("frames", 0))
+        files = {"meta.json"} | {f"detections/{split}.json" for split in SPLITS}
+        for video in meta.get("videos", []):
+            split, name = video.get("split"), video.get("name")
+            files.add(f"annotations/{split}/{name}.json")
+            files.update(f"images/{split}/{name}/{frame:06d}.jpg" for frame in range(frames))
+    return files | {"preview.png"} | {str(f) for f in meta.get("extra_files", [])}
+
+
+def record_outputs(root: str | Path, relative_paths: list[str]) -> None:
+    """Add files a caller wrote inside a generated benchmark (e.g. the demo's filtered
+    annotations) to its manifest, so that ``--overwrite`` may remove them later."""
+    root = Path(root)
+    meta = _read_meta(root)
+    if meta is None:
+        raise DataError("not a folder written by glsmamba synth (no meta.json)", str(root))
+    extra = sorted(set(meta.get("extra_files", [])) | {str(p) for p in relative_paths})
+    _write_meta(root, {**meta, "extra_files": extra})
+
+
+def _write_meta(root: Path, meta: dict) -> None:
+    from glsmamba.engine.checkpoint import atomic_write_bytes
+    atomic_write_bytes(root / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
 def prepare_output(root: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; then remove our previous outputs."""
+    """Refuse a non-empty folder unless ``overwrite``; then remove exactly the files the
+    folder's manifest (``meta.json``) says we wrote. A file under images/, annotations/,
+    detections/ (or a meta.json) that the manifest does not list is never deleted: the
+    overwrite is refused, naming it, before anything is removed. Other files of the folder
+    are left alone."""
     if root.exists() and not root.is_dir():
         raise DataError("output path exists and is not a folder", str(root))
     if root.is_dir() and any(root.iterdir()):
         if not overwrite:
             raise DataError("output folder is not empty (pass --overwrite / overwrite=True to "
                             "replace a generated benchmark)", str(root))
+        owned = owned_files(root) or set()
+        present = []
         for name in OUTPUTS:
             target = root / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+            if target.is_dir() and not target.is_symlink():
+                present += [p for p in sorted(target.rglob("*")) if not p.is_dir() or p.is_symlink()]
+            elif target.exists() or target.is_symlink():
+                present.append(target)
+        relative = [p.relative_to(root).as_posix() for p in present]
+        foreign = [name for name in relative if name not in owned]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+            raise DataError(f"--overwrite refused: {len(foreign)} file(s) here were not written "
+                            f"by glsmamba synth ({shown}); nothing was deleted. Move them away "
+                            "or choose another --out", str(root))
+        for path in present:
+            path.unlink()
+        for name in OUTPUTS:          # folders left empty, deepest first
+            target = root / name
+            if target.is_dir() and not target.is_symlink():
+                for folder in sorted((d for d in target.rglob("*") if d.is_dir()),
+                                     key=lambda d: len(d.parts), reverse=True):
+                    if not any(folder.iterdir()):
+                        folder.rmdir()
+                if not any(target.iterdir()):
+                    target.rmdir()
     root.mkdir(parents=True, exist_ok=True)
 
 
@@ -267,6 +343,10 @@ def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, se
     root = Path(out_dir)
     prepare_output(root, overwrite)
     jobs = plan_videos(options)
+    files = planned_files(options, jobs, preview)
+    # the manifest goes first: an interrupted generation can still be overwritten
+    _write_meta(root, {"generator": "glsmamba.synth", "version": GENERATOR_VERSION,
+                       "options": asdict(options), "complete": False, "files": files})
     results = _run_jobs(root, jobs, options, workers, progress)
     for split in SPLITS:
         detections = [d for job, result in zip(jobs, results) if job.split == split
@@ -276,8 +356,9 @@ def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, se
         "generator": "glsmamba.synth", "version": GENERATOR_VERSION,
         "options": asdict(options),
         "videos": [result["summary"] for result in results],
+        "files": files, "complete": True,
     }
-    (root / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    _write_meta(root, meta)
     if preview:
         from glsmamba.synth.preview import make_preview
         make_preview(root)
@@ -286,10 +367,10 @@ def generate_dataset(out_dir: str | Path, videos: int = 24, frames: int = 40, se
 
 def _run_jobs(root: Path, jobs: list[VideoJob], options: SynthOptions, workers: int,
               progress: bool) -> list[dict]:
-    from tqdm import tqdm
+    from glsmamba.progress import progress as progress_bar
 
     arguments = [(str(root), job, options) for job in jobs]
-    bar = tqdm(total=len(jobs), desc="synth videos", unit="video", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="synth videos", unit="video", enabled=progress)
     results = []
     if workers <= 1:
         for item in arguments:

@@ -1,6 +1,8 @@
 """Tiny stand-ins shared by the engine tests (a model with the glsmamba API, a dataset)."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -49,3 +51,23 @@ class TinyClipSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         return {"clip": self.clips[index], "heatmaps": self.heatmaps[index],
                 "target_weight": self.weights[index], "index": index}
+
+
+def tiny_config(epochs: int = 3, milestones=(2,), **train) -> dict:
+    """The default config with a tiny batch and schedule; ``train`` overrides train keys."""
+    from glsmamba.engine.config import DEFAULTS
+    config = copy.deepcopy(DEFAULTS)
+    config["data"].update(batch_size=4, workers=0)
+    config["train"].update(epochs=epochs, lr=1e-2, milestones=list(milestones), log_interval=1,
+                           val_interval=0)
+    config["train"].update(train)
+    return config
+
+
+def make_trainer(work_dir, config, resume=False, logs=None, **kwargs):
+    """A Trainer of TinyPoseModel on TinyClipSet, seeded; ``logs`` collects its log lines."""
+    from glsmamba.engine.trainer import Trainer
+    torch.manual_seed(0)
+    log = logs.append if logs is not None else (lambda *_: None)
+    return Trainer(TinyPoseModel(), TinyClipSet(), config, work_dir, resume=resume,
+                   progress=False, log=log, **kwargs)

@@ -1,7 +1,6 @@
 """Training loop: loss decreases, exact kill-and-resume, NaN stop, Ctrl-C, work-dir guard."""
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import sys
@@ -11,27 +10,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_standins import TinyClipSet, TinyPoseModel  # noqa: E402
+from engine_standins import TinyClipSet, TinyPoseModel, make_trainer, tiny_config  # noqa: E402
 
 from glsmamba.engine.checkpoint import load_checkpoint  # noqa: E402
-from glsmamba.engine.config import DEFAULTS  # noqa: E402
 from glsmamba.engine.trainer import Trainer, TrainingDiverged, read_log  # noqa: E402
 from glsmamba.errors import ConfigError  # noqa: E402
-
-
-def tiny_config(**train) -> dict:
-    config = copy.deepcopy(DEFAULTS)
-    config["data"].update(batch_size=4, workers=0)
-    config["train"].update(epochs=3, lr=1e-2, milestones=[2], log_interval=1, val_interval=0)
-    config["train"].update(train)
-    return config
-
-
-def make_trainer(work_dir, config, resume=False, **kwargs) -> Trainer:
-    torch.manual_seed(0)
-    model = TinyPoseModel()
-    return Trainer(model, TinyClipSet(), config, work_dir, resume=resume, progress=False,
-                   log=lambda *_: None, **kwargs)
 
 
 def params(model) -> dict:

@@ -34,7 +34,8 @@ def test_measure_breakdown_matches_formulas():
     assert report.flops["head"] == h * w * D * 17
     E = 32
     gsm_scan = scan_flops(1, 6, E, L, 2)
-    stmm_sampling = deform_sampling_flops(3, 3 * E, 9, h * w)
+    # sampling + mask, and the depthwise contraction (1 multiply-add per tap, by formula)
+    stmm_sampling = deform_sampling_flops(3, 3 * E, 9, h * w) + 3 * 3 * E * 9 * h * w
     assert report.extra_flops["gsm"] == gsm_scan + stmm_sampling
     lrm_windows = 2 * 2  # 16x12 cut into 8x6 windows -> 2 x 2, each 8*6*3 steps
     assert report.extra_flops["lrm"] == scan_flops(lrm_windows, 2, E, 8 * 6 * 3, 2)
@@ -71,7 +72,7 @@ def test_glsmamba_b_costs_on_meta():
     assert isinstance(report, CostReport) and report.total_flops > report.flops["encoder"]
     # each GSM block scans 6 paths of 192 channels with N = 16 (the scan benchmark's case)
     L = 5 * 64 * 48
-    stmm_sampling = deform_sampling_flops(5, 3 * 192, 9, 64 * 48)
+    stmm_sampling = deform_sampling_flops(5, 3 * 192, 9, 64 * 48) + 5 * 3 * 192 * 9 * 64 * 48
     assert report.extra_flops["gsm"] == 4 * (scan_flops(1, 6, 192, L, 16) + stmm_sampling)
 
 

@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from glsmamba.errors import ConfigError
 from glsmamba.models.transformer import GlobalAttention, TransformerBlock, TransformerPose

@@ -77,6 +77,8 @@ class PoseTrackBase(PoseDataset):
         bad_gt_box: ``"error"`` (default) raises DataError for a GT box of zero size after
             clipping to the image; ``"skip"`` drops it with a warning. Zero-size detections are
             always dropped with a warning (detectors emit them).
+        clip_detections: clip detected boxes to the image (default). DCPose and mmpose use
+            detections as they come (only GT boxes are cleaned), so their protocols pass False.
     """
 
     default_metainfo = "posetrack"
@@ -86,7 +88,8 @@ class PoseTrackBase(PoseDataset):
     def __init__(self, ann_path: str | Path, data_root: str | Path = ".", delta: int = 2,
                  detections: str | Path | None = None, det_score_thr: float = 0.0,
                  labelled_only: bool = True, min_keypoints: int = 1, mode: str = "train",
-                 metainfo: str | DatasetInfo | None = None, bad_gt_box: str = "error"):
+                 metainfo: str | DatasetInfo | None = None, bad_gt_box: str = "error",
+                 clip_detections: bool = True):
         super().__init__(metainfo or self.default_metainfo, data_root)
         if delta < 0:
             raise ValueError(f"delta must be >= 0, got {delta}")
@@ -99,6 +102,7 @@ class PoseTrackBase(PoseDataset):
         self.min_keypoints = min_keypoints
         self.bad_gt_box = bad_gt_box
         self.det_score_thr = det_score_thr
+        self.clip_detections = clip_detections
         self.detections = None if detections is None else str(detections)
         self._annotations: dict[str, list[tuple[str, dict]]] = {}   # video -> (file, ann)
         self._frame_index: dict[str, dict[Any, int]] = {}           # video -> image id -> index
@@ -247,7 +251,14 @@ class PoseTrackBase(PoseDataset):
                 raise DataError("detection needs 'bbox' and 'image_id' or 'image_name'", path, record)
             if det.get("category_id", 1) != 1:
                 continue
-            score = float(det.get("score", 1.0))
+            try:
+                score = float(det.get("score", 1.0))
+            except (TypeError, ValueError):
+                raise DataError(f"detection score must be a number, got {det.get('score')!r}",
+                                path, record) from None
+            if not np.isfinite(score):
+                raise DataError(f"detection score is {score}; it must be a finite number",
+                                path, record)
             if score < self.det_score_thr:
                 continue
             found = self._find_image(det, by_id, by_name)
@@ -257,7 +268,12 @@ class PoseTrackBase(PoseDataset):
             video, image = found
             if not self._is_used(image):
                 continue
-            box = self._clean_box(parse_box(det["bbox"], path, record), image)
+            box = parse_box(det["bbox"], path, record)
+            if self.clip_detections:
+                box = self._clean_box(box, image)
+            else:
+                box = box.astype(np.float32).copy()
+                box[:2] -= self.coordinate_offset
             if box[2] <= 0 or box[3] <= 0:
                 zero_boxes += 1
                 continue

@@ -81,7 +81,15 @@ def parse_keypoints(raw: Any, num_joints: int, path: str, record: str) -> np.nda
     if values.size != 3 * num_joints:
         raise DataError(f"keypoints have {values.size} values, expected {3 * num_joints} "
                         f"({num_joints} joints x (x, y, v))", path, record)
+    if not np.isfinite(values).all():
+        # a NaN joint would make a NaN target and pass for a diverged training
+        first = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DataError(f"keypoint value {first} (joint {first // 3}) is {values[first]}; "
+                        "keypoints must be finite numbers", path, record)
     return values.reshape(num_joints, 3)
+
+
+MAX_COORDINATE = 1e6       # pixels; a box beyond this is an export error, not a person
 
 
 def parse_box(raw: Any, path: str, record: str) -> np.ndarray:
@@ -92,6 +100,9 @@ def parse_box(raw: Any, path: str, record: str) -> np.ndarray:
         raise DataError(f"bbox is not numbers: {err}", path, record) from err
     if box.size != 4 or not np.isfinite(box).all():
         raise DataError(f"bbox must be 4 finite numbers [x, y, w, h], got {raw!r}", path, record)
+    if np.abs(box).max() > MAX_COORDINATE:
+        raise DataError(f"bbox {raw!r} lies beyond {MAX_COORDINATE:.0e} pixels: no image is that "
+                        "large (a unit or export error?)", path, record)
     return box
 
 

@@ -20,7 +20,7 @@ class TorchvisionDetector:
         if not weights:
             raise ConfigError("--detector torchvision needs --detector-weights (a local file)")
         self.model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-        self.model.load_state_dict(torch.load(weights, map_location="cpu"))
+        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.model.eval()
         self.score_thr = score_thr
 

@@ -1,0 +1,90 @@
+"""Optimiser parameter groups: no weight decay on norms, biases, embeddings, A_log, D."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from glsmamba.engine.optim import no_weight_decay_reason, param_groups, split_decay
+from glsmamba.models import create_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return create_model("glsmamba-tiny")
+
+
+def test_glsmamba_groups(tiny):
+    decay, exempt = split_decay(tiny)
+    decayed = {n for n, _ in decay}
+    exempt_names = {n: r for n, _, r in exempt}
+    trainable = {n for n, p in tiny.named_parameters() if p.requires_grad}
+    assert decayed | set(exempt_names) == trainable and not decayed & set(exempt_names)
+    for name in trainable:
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("A_log", "D"):
+            assert exempt_names[name] == "_no_weight_decay flag"           # the flags are live
+        if leaf.endswith("bias") or ".norm" in name or "embed.temporal" in name:
+            assert name in exempt_names, name
+        if leaf in ("x_proj_weight", "dt_proj_weight") or ".in_proj.weight" in name:
+            assert name in decayed, name
+    assert any(n.endswith("A_log") for n in exempt_names)
+    assert any("dt_proj_bias" in n for n in exempt_names)                 # 2-D, still a bias
+    assert "embed.temporal" in exempt_names                               # 2-D embedding
+    conv_kernels = [n for n in decayed if n.endswith("dcn.weight") or n.endswith("conv.weight")]
+    assert conv_kernels                                                   # kernels do decay
+    frozen = {n for n, p in tiny.named_parameters() if not p.requires_grad}
+    assert frozen and not frozen & (decayed | set(exempt_names))        # the frozen encoder
+
+
+def test_rules_on_plain_layers():
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos_embed = nn.Parameter(torch.zeros(1, 4, 8))
+            self.gain = nn.Parameter(torch.zeros(8, 8))
+
+    holder = Holder()
+    table = nn.Embedding(10, 4)
+    norm = nn.LayerNorm(8)
+    linear = nn.Linear(8, 8)
+    assert no_weight_decay_reason("pos_embed", holder.pos_embed, holder) == "embedding"
+    assert no_weight_decay_reason("gain", holder.gain, holder) is None
+    assert no_weight_decay_reason("table.weight", table.weight, table) == "embedding"
+    assert no_weight_decay_reason("norm.weight", norm.weight, norm) is not None
+    assert no_weight_decay_reason("fc.weight", linear.weight, linear) is None
+    assert no_weight_decay_reason("fc.bias", linear.bias, linear) is not None
+    assert no_weight_decay_reason("gain", holder.gain, holder, {"gain"}) is not None
+
+
+def test_trainer_optimizer_uses_the_groups(tiny, tmp_path):
+    """AdamW in the trainer: a decayed weight shrinks with zero gradient, A_log does not."""
+    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.engine.trainer import Trainer
+    config = copy.deepcopy(DEFAULTS)
+    config["train"].update(weight_decay=0.5, lr=0.1, amp="off")
+    model = copy.deepcopy(tiny)
+    trainer = Trainer(model, [], config, tmp_path / "run", progress=False, log=lambda *_: None)
+    groups = trainer.optimizer.param_groups
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.5]
+    a_log = model.blocks[0].mixer.s6.A_log
+    weight = model.blocks[0].mixer.s6.x_proj_weight
+    before_a, before_w = a_log.detach().clone(), weight.detach().clone()
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    assert torch.equal(a_log, before_a)                                   # no decay
+    torch.testing.assert_close(weight, before_w * (1 - 0.1 * 0.5))        # decoupled decay
+
+
+def test_param_groups_cover_each_parameter_once():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.LayerNorm(4))
+    groups = param_groups(model, 1e-4)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
