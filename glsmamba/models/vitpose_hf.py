@@ -105,12 +105,7 @@ def hf_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             if inner in _LAYER_RENAMES:
                 out[f"backbone.blocks.{index}.{_LAYER_RENAMES[inner]}.{kind}"] = value
                 continue
-        for prefix, target in _TOP_RENAMES.items():
-            if key.startswith(prefix + "."):
-                out[target + key[len(prefix):]] = value
-                break
-        else:
-            out[key] = value
+        out[_renamed(key, _TOP_RENAMES)] = value
     for (index, kind), parts in sorted(qkv.items()):
         if set(parts) != set(_QKV):
             missing = sorted(set(_QKV) - set(parts))
@@ -120,10 +115,19 @@ def hf_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def _renamed(key: str, prefixes: Mapping[str, str]) -> str:
+    """``key`` with the first matching ``old.`` prefix of ``prefixes`` replaced by ``new.``."""
+    for old, new in prefixes.items():
+        if key.startswith(old + "."):
+            return new + key[len(old):]
+    return key
+
+
 def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official ViTPose names -> HF ``VitPoseForPoseEstimation`` names (qkv split)."""
     out: dict[str, torch.Tensor] = {}
     inverse_layer = {v: k for k, v in _LAYER_RENAMES.items()}
+    inverse_top = {v: k for k, v in _TOP_RENAMES.items()}
     block = re.compile(r"^backbone\.blocks\.(\d+)\.(.+)\.(weight|bias)$")
     for key, value in state.items():
         if key == "backbone.pos_embed":
@@ -140,12 +144,7 @@ def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             if inner in inverse_layer:
                 out[f"{base}.{inverse_layer[inner]}.{kind}"] = value
                 continue
-        for hf_prefix, prefix in _TOP_RENAMES.items():
-            if key.startswith(prefix + "."):
-                out[hf_prefix + key[len(prefix):]] = value
-                break
-        else:
-            out[key] = value
+        out[_renamed(key, inverse_top)] = value
     return out
 
 
