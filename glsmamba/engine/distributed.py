@@ -55,8 +55,26 @@ def current() -> DistInfo:
     return DistInfo()
 
 
+# The work of the last barrier, owned here so that Python frees it (see cleanup()).
+_LAST_WORK: list = []
+
+
 def cleanup() -> None:
+    """Leave the process group together, so that the interpreter can exit cleanly.
+
+    gloo's worker thread drops its reference to a collective just after finishing it;
+    a barrier's work holds the collectives still in flight when it was queued, and
+    those hold Python-owned tensors. If that drop is the last one and comes while the
+    interpreter shuts down, freeing the tensors cannot take the GIL and the process
+    aborts ("terminate called without an active exception", exit -6) after a good run.
+    So the ranks wait for each other, and the last barrier's work stays referenced
+    from Python: it is freed with the module, by the main thread.
+    """
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            work = dist.barrier(async_op=True)
+            work.wait()
+            _LAST_WORK.append(work)
         dist.destroy_process_group()
 
 
