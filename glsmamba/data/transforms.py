@@ -206,16 +206,32 @@ class LoadClip:
         return results
 
 
-def image_is_truncated(data: bytes) -> bool:
-    """True for a JPEG without an end-of-image marker after its last scan, or a PNG without
-    its IEND chunk: files cut short, which OpenCV decodes with only a libjpeg warning
-    (the missing part grey)."""
-    if data[:2] == b"\xff\xd8":
+JPEG_SOI, PNG_SIGNATURE = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
+_NAMED_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
+def image_problem(data: bytes, name: str = "") -> str | None:
+    """Why an encoded image cannot be trusted, checked before decoding; None if it can.
+
+    OpenCV decodes a file cut short into a partly grey image with only libjpeg's unnamed
+    "premature end" warning, so: a JPEG needs an end-of-image marker after its last scan,
+    a PNG an IEND chunk after its last IDAT (bytes after either are fine). A file named
+    ``.jpg`` / ``.jpeg`` / ``.png`` must hold a JPEG or a PNG (the content decides which).
+    """
+    if data.startswith(JPEG_SOI):
         last_scan = data.rfind(b"\xff\xda")
-        return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) < 0   # no scan: decoder says
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return b"IEND" not in data[-16:]
-    return False
+        if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
+            return "truncated JPEG (no end-of-image marker after the last scan)"
+        return None
+    if data.startswith(PNG_SIGNATURE):
+        last_data = data.rfind(b"IDAT")
+        if last_data < 0 or data.find(b"IEND", last_data) < 0:
+            return "truncated PNG (no IEND chunk after the image data)"
+        return None
+    expected = _NAMED_FORMATS.get(os.path.splitext(name)[1].lower())
+    if expected:
+        return f"not a {expected} file (neither a JPEG start-of-image marker nor a PNG signature)"
+    return None
 
 
 def read_image(path: str, record: str | None = None, to_rgb: bool = True) -> np.ndarray:
@@ -228,8 +244,9 @@ def read_image(path: str, record: str | None = None, to_rgb: bool = True) -> np.
             data = handle.read()
     except OSError as err:
         raise DataError(f"cannot read image: {err.strerror or err}", path, record) from None
-    if image_is_truncated(data):
-        raise DataError("image file is truncated (incomplete JPEG/PNG data)", path, record)
+    problem = image_problem(data, path)
+    if problem:
+        raise DataError(problem, path, record)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError("cannot decode image (corrupt or unsupported format)", path, record)

@@ -319,7 +319,8 @@ def write_report(path: Path, table: str, recipe: dict, seeds, wall: float, jobs:
         f"{recipe['stage1_epochs']} epochs;",
         f"- crops {w}x{h}, every row reads the frozen encoder's 1/{stride} features "
         f"({w // stride}x{h // stride} x T tokens), trained {recipe['stage2_epochs']} epochs "
-        f"(the same steps for every row; batch {recipe['batch_size']}, lr {recipe['lr2']});",
+        f"(the same steps for every row; batch "
+        f"{recipe.get('stage2_batch_size', recipe['batch_size'])}, lr {recipe['lr2']});",
         "- GLSMamba rows: GLSMamba-tiny (D = 32, d_state 1, 1 GSM + 1 LRM) with the "
         "registry preset's switch (`glsmamba-b-no-lrm`, `-unified`, `-unified-spatial`, "
         "`-no-stmm`); T = 1 is the full model on one frame;",

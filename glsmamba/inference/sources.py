@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from glsmamba.data.transforms import read_image
 from glsmamba.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -43,38 +44,10 @@ def check_max_frames(max_frames) -> int | None:
     return int(max_frames) or None
 
 
-def image_problem(data: bytes, suffix: str) -> str | None:
-    """Why an encoded image is unusable before decoding (truncated JPEG / PNG), or None.
-
-    OpenCV decodes a truncated JPEG into a partly grey image with only libjpeg's unnamed
-    "premature end of data" warning, so the end markers are checked here.
-    """
-    if suffix in (".jpg", ".jpeg"):
-        if not data.startswith(b"\xff\xd8"):
-            return "not a JPEG file (no start-of-image marker)"
-        if not data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9"):
-            return "truncated JPEG (no end-of-image marker)"
-    elif suffix == ".png":
-        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-            return "not a PNG file (bad signature)"
-        if b"IEND" not in data[-12:]:
-            return "truncated PNG (no IEND chunk)"
-    return None
-
-
 def decode_image_file(path: Path) -> np.ndarray:
-    """An image file -> BGR uint8; a DataError naming the file when it cannot be used."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read image: {err.strerror}", str(path)) from None
-    problem = image_problem(data, Path(path).suffix.lower())
-    if problem:
-        raise DataError(problem, str(path))
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError("cannot decode image (corrupt or unsupported format)", str(path))
-    return image
+    """An image file -> BGR uint8; a DataError naming the file when it cannot be used
+    (the training data's rules: :func:`glsmamba.data.transforms.read_image`)."""
+    return read_image(str(path), to_rgb=False)
 
 
 def _camera_index(source) -> int | None:

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from glsmamba.data.clip_dataset import ClipDataset, build_pipeline
 from glsmamba.data.sample import PoseSample
-from glsmamba.data.transforms import image_is_truncated, read_image
+from glsmamba.data.transforms import image_problem, read_image
 from glsmamba.errors import DataError
 
 
@@ -37,8 +37,8 @@ def test_truncated_jpeg_is_an_error_naming_it(tmp_path):
     data = good.read_bytes()
     cut.write_bytes(data[: len(data) * 2 // 3])
     assert cv2.imread(str(cut)) is not None            # OpenCV alone accepts it (a warning)
-    assert image_is_truncated(cut.read_bytes()) and not image_is_truncated(data)
-    with pytest.raises(DataError, match=r"b.jpg \[sample 0\]: image file is truncated"):
+    assert image_problem(cut.read_bytes()) and image_problem(data) is None
+    with pytest.raises(DataError, match=r"b.jpg \[sample 0\]: truncated JPEG"):
         _clips([_sample([good, cut, good])])[0]
 
 
@@ -48,11 +48,25 @@ def test_jpeg_with_trailing_bytes_is_fine(tmp_path):
     assert read_image(str(path)).shape == (48, 64, 3)
 
 
+def test_named_format_must_match_the_content(tmp_path):
+    png = tmp_path / "p.png"
+    cv2.imwrite(str(png), np.zeros((8, 8, 3), np.uint8))
+    renamed = tmp_path / "really_png.jpg"                # the content decides: fine
+    renamed.write_bytes(png.read_bytes())
+    assert read_image(str(renamed)).shape == (8, 8, 3)
+    (tmp_path / "text.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"text.jpg: not a JPEG file"):
+        read_image(str(tmp_path / "text.jpg"))
+    cut = tmp_path / "cut.png"                           # cut inside its only IDAT chunk
+    cut.write_bytes(png.read_bytes()[:-16])
+    assert image_problem(cut.read_bytes(), "cut.png").startswith("truncated PNG")
+
+
 def test_truncated_png_is_an_error(tmp_path):
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), np.zeros((20, 30, 3), np.uint8))
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(DataError, match=r"a.png: image file is truncated"):
+    with pytest.raises(DataError, match=r"a.png: truncated PNG"):
         read_image(str(path))
 
 
@@ -82,5 +96,5 @@ def test_error_in_a_loader_worker_stays_one_line(tmp_path, capsys):
     with pytest.raises(DataError) as err:
         next(iter(loader))
     line = _one_line(err.value)
-    assert "\n" not in line and line.endswith("b.jpg [sample 0]: image file is truncated "
-                                              "(incomplete JPEG/PNG data)")
+    assert "\n" not in line and line.endswith("b.jpg [sample 0]: truncated JPEG (no end-of-image "
+                                              "marker after the last scan)")
