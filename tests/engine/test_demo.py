@@ -98,6 +98,11 @@ def test_full_recipe_reads_quarter_resolution_features(tmp_path):
         assert config["train"]["epochs"] == t5["train"]["epochs"]
         assert config["train"]["milestones"] == t5["train"]["milestones"]
         assert config["train"]["lr"] == t5["train"]["lr"]
+        assert config["data"]["batch_size"] == t5["data"]["batch_size"]
+    # stage 2 (all four rows) in its own batch size, stage 1 in the recipe's
+    assert t5["data"]["batch_size"] == t1["data"]["batch_size"] == recipe["stage2_batch_size"]
+    stage1 = demo.stage1_config(base, recipe, tmp_path, tmp_path / "pretrain")
+    assert stage1["data"]["batch_size"] == recipe["batch_size"] != recipe["stage2_batch_size"]
 
 
 def test_a_failing_second_process_reports_its_exit_code(tmp_path):
