@@ -219,8 +219,8 @@ def image_problem(data: bytes, name: str = "") -> str | None:
     ``.jpg`` / ``.jpeg`` / ``.png`` must hold a JPEG or a PNG (the content decides which).
     """
     if data.startswith(JPEG_SOI):
-        last_scan = data.rfind(b"\xff\xda")
-        if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
+        last_scan = data.rfind(b"\xff\xda")         # none at all: the decoder says why
+        if last_scan >= 0 and data.find(b"\xff\xd9", last_scan) < 0:
             return "truncated JPEG (no end-of-image marker after the last scan)"
         return None
     if data.startswith(PNG_SIGNATURE):

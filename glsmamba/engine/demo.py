@@ -53,8 +53,8 @@ from glsmamba.engine.trainer import read_log
 FULL = dict(videos=40, frames=30, size=(240, 180), hard_rate=0.5, severity=2.5,
             pretrain_videos=400, pretrain_frames=6, stage1_augment=False,
             input_size=[96, 128], feature_stride=4, stage1_epochs=6, stage2_epochs=2,
-            stage2_decay_at=1.0, batch_size=16, stage2_batch_size=4, lr1=2e-3, lr2=4e-3, workers=2, parallel=True,
-            decode="dark")
+            stage2_decay_at=1.0, batch_size=16, stage2_batch_size=4, lr1=2e-3, lr2=4e-3,
+            workers=2, parallel=True, decode="dark")
 QUICK = dict(videos=3, frames=10, size=(160, 120), hard_rate=0.5, severity=2.5,
              pretrain_videos=6, pretrain_frames=4, stage1_augment=False,
              input_size=[64, 96], feature_stride=4, stage1_epochs=1, stage2_epochs=1,

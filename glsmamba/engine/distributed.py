@@ -67,11 +67,11 @@ def cleanup() -> None:
     those hold Python-owned tensors. If that drop is the last one and comes while the
     interpreter shuts down, freeing the tensors cannot take the GIL and the process
     aborts ("terminate called without an active exception", exit -6) after a good run.
-    So the ranks wait for each other, and the last barrier's work stays referenced
-    from Python: it is freed with the module, by the main thread.
+    So on gloo the ranks wait for each other, and the last barrier's work stays
+    referenced from Python: it is freed with the module, by the main thread.
     """
     if dist.is_available() and dist.is_initialized():
-        if dist.get_world_size() > 1:
+        if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
             work = dist.barrier(async_op=True)
             work.wait()
             _LAST_WORK.append(work)

@@ -90,12 +90,12 @@ def make_preview(root: str | Path, out_path: str | Path | None = None, count: in
     root = Path(root)
     out_path = Path(out_path) if out_path is not None else root / "preview.png"
     tiles = []
-    for image, annotations, video in pick_frames(_load_frames(root), count, seed):
+    for image, people, video in pick_frames(_load_frames(root), count, seed):
         path = root / image["file_name"]
         pixels = cv2.imread(str(path))
         if pixels is None:
             raise DataError("cannot read image", str(path), str(image["id"]))
-        for annotation in annotations:
+        for annotation in people:
             draw_skeleton(pixels, np.asarray(annotation["keypoints"], float).reshape(-1, 3))
         tags = ", ".join(image.get("degradations", [])) or "clean"
         _caption(pixels, [f"{video} #{image['frame_id'] % 10000}", tags])

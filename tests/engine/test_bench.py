@@ -66,6 +66,25 @@ def test_aggregate_keeps_row_order_and_reports_spread():
     assert "| + GSM + LRM (full) |" in table and "31.0 ± 2.8" in table and "86.9" in table
 
 
+def test_gain_over_t1_is_paired_by_seed():
+    def record(row, seed, degraded):
+        return {"row": row, "seed": seed, "trainable_params": 1, "train_s": 1.0,
+                "metrics": {"overall": degraded, "degraded": degraded, "clean": 50.0}}
+    # seed 1's split is 10 points easier for every row: the spread of each row is large,
+    # the paired gain exact
+    records = [record("t1", 0, 30.0), record("t1", 1, 40.0), record("t1", 2, 35.0),
+               record("full", 0, 34.0), record("full", 1, 44.0), record("full", 2, 39.0),
+               record("gsm", 0, 31.0)]            # one seed only: paired on it alone
+    rows = {r["row"]: r for r in bench.aggregate(records)}
+    assert rows["full"]["degraded"][1] == pytest.approx(5.0)
+    assert rows["full"]["degraded_vs_t1"] == pytest.approx((4.0, 0.0))
+    assert rows["gsm"]["degraded_vs_t1"] == pytest.approx((1.0, 0.0))
+    table = bench.bench_table(list(rows.values()))
+    assert "| +4.0 ± 0.0 |" in table and "| +1.0 ± 0.0 |" in table
+    no_t1 = bench.aggregate([r for r in records if r["row"] != "t1"])
+    assert "| - |" in bench.bench_table(no_t1)
+
+
 def test_unknown_rows_are_refused(tmp_path, capsys):
     assert main(["bench", "--out", str(tmp_path / "b"), "--quick", "--rows", "nope"]) == 2
     assert "unknown bench row" in capsys.readouterr().err
