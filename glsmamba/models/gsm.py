@@ -52,6 +52,31 @@ class FeedForward(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class ResidualBlock(nn.Module):
+    """Pre-norm residual block, ``x + mixer branch``, then ``+ FFN branch``; each branch
+    can be recomputed in backward instead of stored (:meth:`set_grad_checkpointing`).
+
+    Subclasses set ``norm2``, ``ffn``, ``drop_path`` and define ``_mixer_branch``.
+    """
+
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual branch (mixer, FFN) in backward instead of storing it."""
+        self.grad_checkpointing = bool(enable)
+
+    def _mixer_branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(self.ffn(self.norm2(x)))
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., D) -> same shape: both branches added in turn."""
+        x = x + maybe_checkpoint(self._mixer_branch, x, self.grad_checkpointing)
+        return x + maybe_checkpoint(self._ffn_branch, x, self.grad_checkpointing)
+
+
 class SequentialChannelAttention(nn.Module):
     """Per-frame channel weights from the pooled frames of the whole clip.
 
@@ -164,7 +189,7 @@ def _sts6d(types: tuple[str, ...], T: int, H: int, W: int, device: str):
     return sts6d_paths(T, H, W, types, device)
 
 
-class GSMBlock(nn.Module):
+class GSMBlock(ResidualBlock):
     """Global Spatiotemporal Mamba block on (B, T, H, W, D) tokens."""
 
     def __init__(self, dim: int, num_frames: int, scan_types: tuple[str, ...] = SCAN_TYPES,
@@ -192,19 +217,9 @@ class GSMBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, mlp_ratio)
 
-    grad_checkpointing = False
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each residual branch (mixer, FFN) in backward instead of storing it."""
-        self.grad_checkpointing = bool(enable)
-
     def _mixer_branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop_path(self.mixer(self.channel_attention(self.norm1(x))))
 
-    def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.ffn(self.norm2(x)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, W, D) -> same shape."""
-        x = x + maybe_checkpoint(self._mixer_branch, x, self.grad_checkpointing)
-        return x + maybe_checkpoint(self._ffn_branch, x, self.grad_checkpointing)
+        return self.residual(x)

@@ -13,7 +13,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from glsmamba.models.gsm import DropPath, FeedForward, maybe_checkpoint
+from glsmamba.models.gsm import DropPath, FeedForward, ResidualBlock
 from glsmamba.models.mixer import SelectiveScanMixer, sum_directions
 from glsmamba.models.scan_paths import wsts_paths
 
@@ -22,7 +22,7 @@ def _wsts(window: tuple[int, int], reset: bool, T: int, H: int, W: int, device: 
     return wsts_paths(T, H, W, window, reset, device)
 
 
-class LRMBlock(nn.Module):
+class LRMBlock(ResidualBlock):
     """Local Refinement Mamba block on (B, T, H, W, D) tokens."""
 
     def __init__(self, dim: int, window: tuple[int, int] = (8, 6), window_reset: bool = True,
@@ -38,19 +38,9 @@ class LRMBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, mlp_ratio)
 
-    grad_checkpointing = False
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each residual branch (mixer, FFN) in backward instead of storing it."""
-        self.grad_checkpointing = bool(enable)
-
     def _mixer_branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop_path(self.mixer(self.norm1(x)))
 
-    def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.ffn(self.norm2(x)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, W, D) -> same shape."""
-        x = x + maybe_checkpoint(self._mixer_branch, x, self.grad_checkpointing)
-        return x + maybe_checkpoint(self._ffn_branch, x, self.grad_checkpointing)
+        return self.residual(x)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from glsmamba.errors import ConfigError
 from glsmamba.models.glsmamba import VideoPoseModel, _init_linear
-from glsmamba.models.gsm import DropPath, FeedForward, maybe_checkpoint
+from glsmamba.models.gsm import DropPath, FeedForward, ResidualBlock
 
 
 class GlobalAttention(nn.Module):
@@ -36,7 +36,7 @@ class GlobalAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(ResidualBlock):
     """Pre-norm block on (B, T, H, W, D): global attention + FFN."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
@@ -47,24 +47,13 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, mlp_ratio)
 
-    grad_checkpointing = False
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each residual branch (attention, FFN) in backward instead of storing it."""
-        self.grad_checkpointing = bool(enable)
-
-    def _attn_branch(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _mixer_branch(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.drop_path(self.attn(self.norm1(tokens)))
-
-    def _ffn_branch(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.ffn(self.norm2(tokens)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         tokens = x.reshape(shape[0], -1, shape[-1])  # (B, T*H*W, D)
-        tokens = tokens + maybe_checkpoint(self._attn_branch, tokens, self.grad_checkpointing)
-        tokens = tokens + maybe_checkpoint(self._ffn_branch, tokens, self.grad_checkpointing)
-        return tokens.view(shape)
+        return self.residual(tokens).view(shape)
 
 
 class TransformerPose(VideoPoseModel):
