@@ -44,8 +44,8 @@ def main() -> None:
     config = demo.glsmamba_config(base, recipe, str(encoder), delta=a.delta)
     out.mkdir(parents=True, exist_ok=True)
     cache = demo_dir / "runs" / ("glsmamba_t5" if a.delta == 2 else "glsmamba_t1") / "feature_cache"
-    if cache.is_dir() and not (out / "feature_cache").exists():
-        (out / "feature_cache").symlink_to(cache.resolve(), target_is_directory=True)
+    if cache.is_dir():
+        api.link_feature_cache(out, cache)
     started = time.perf_counter()
     api.train(config, out, overwrite=True, progress=False, log=lambda *_: None)
     result = {"args": vars(a), "train_s": round(time.perf_counter() - started),

@@ -90,16 +90,9 @@ def prepare(out: Path, log=print) -> None:
         stage1["data"]["train_ann"] = demo.write_clean_annotations(data)
         api.train(stage1, stage1_dir, overwrite=True, progress=False, log=lambda *_: None)
         log(f"[switches] stage 1: {time.perf_counter() - t:.0f} s")
-    cache_parent = out / "shared"
-    if not (cache_parent / "built").is_file():
-        from glsmamba.engine.builder import build_model, build_split
+    if not (out / "shared" / "built").is_file():
         t = time.perf_counter()
-        config = variant_config(out, "default", DATA_SEED)
-        model = build_model(config, log=lambda *_: None)
-        train = build_split(config, model, "train").clips
-        val = build_split(config, model, "val", with_target=False).clips
-        api._cached(config, model, cache_parent, train, val, lambda *_: None, False)
-        (cache_parent / "built").write_text("ok")
+        api.build_shared_cache(variant_config(out, "default", DATA_SEED), out / "shared")
         log(f"[switches] feature cache: {time.perf_counter() - t:.0f} s")
 
 
@@ -120,9 +113,8 @@ def run_one(out: Path, variant: str, seed: int) -> dict:
         builder.build_pipeline = build_pipeline
     work = out / "runs" / f"{variant}_seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    cache = work / "feature_cache"
-    if config["train"]["cache_features"] and not cache.exists():
-        cache.symlink_to((out / "shared" / "feature_cache").resolve(), target_is_directory=True)
+    if config["train"]["cache_features"]:
+        api.link_feature_cache(work, out / "shared" / "feature_cache")
     t = time.perf_counter()
     result = api.train(config, work, overwrite=True, progress=False, log=lambda *_: None)
     train_s = time.perf_counter() - t

@@ -71,6 +71,28 @@ def _cached(config, model, work_dir: Path, train_set, val_set, log, progress):
     return train_set, val_set
 
 
+def build_shared_cache(config: dict, folder: Path) -> Path:
+    """Encode the train and val clips of ``config`` with its frozen encoder once into
+    ``folder/feature_cache`` (skipped when ``folder/built`` exists), so that runs training
+    side by side on the same features only read it; returns the cache folder."""
+    folder = Path(folder)
+    if not (folder / "built").is_file():
+        model = build_model(config, log=lambda *_: None)
+        train_set = build_split(config, model, "train").clips
+        val_set = build_split(config, model, "val", with_target=False).clips
+        _cached(config, model, folder, train_set, val_set, lambda *_: None, False)
+        (folder / "built").write_text("ok")
+    return folder / "feature_cache"
+
+
+def link_feature_cache(work_dir: Path, cache_dir: Path) -> None:
+    """Let a run in ``work_dir`` read (and extend) an existing feature cache folder."""
+    link = Path(work_dir) / "feature_cache"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(cache_dir).resolve(), target_is_directory=True)
+
+
 def evaluate(config: dict, checkpoint: str | os.PathLike, boxes: str | None = None,
              flip: bool | None = None, out_dir: str | os.PathLike | None = None,
              progress: bool = True, log: Callable = print, protocol: str | None = None):

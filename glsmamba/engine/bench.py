@@ -110,16 +110,9 @@ def prepare_seed(out: Path, recipe: dict, seed: int, threads: int | None = None,
         pretrain = folder / "pretrain_data" if recipe.get("pretrain_videos") else None
         stage1 = demo.stage1_config(base, recipe, data_root, pretrain)
         api.train(stage1, stage1_dir, overwrite=True, progress=False, log=lambda *_: None)
-    shared = folder / "feature_cache_t5"
-    if not (shared / "built").is_file():
-        # built once here, so that rows running in parallel only read it
-        from glsmamba.engine.builder import build_model, build_split
-        config = row_config(base, recipe, str(ckpt), dict(kind="glsmamba"))
-        model = build_model(config, log=lambda *_: None)
-        train = build_split(config, model, "train").clips
-        val = build_split(config, model, "val", with_target=False).clips
-        api._cached(config, model, shared, train, val, lambda *_: None, False)
-        (shared / "built").write_text("ok")
+    # built once here, so that rows running in parallel only read it
+    api.build_shared_cache(row_config(base, recipe, str(ckpt), dict(kind="glsmamba")),
+                           folder / "feature_cache_t5")
     log(f"[bench] seed {seed}: data, stage 1, feature cache {time.perf_counter() - t:.0f} s")
     return base, str(ckpt)
 
@@ -137,11 +130,7 @@ def run_row(out: Path, recipe: dict, base: dict, stage1_ckpt: str, key: str, spe
     else:
         config = row_config(base, recipe, stage1_ckpt, spec, overrides)
         if config["data"]["delta"] == 2:   # rows with the same frozen features share a cache
-            work.mkdir(parents=True, exist_ok=True)
-            link = work / "feature_cache"
-            if not link.exists():
-                link.symlink_to((folder / "feature_cache_t5" / "feature_cache").resolve(),
-                                target_is_directory=True)
+            api.link_feature_cache(work, folder / "feature_cache_t5" / "feature_cache")
     result = api.train(config, work, overwrite=True, progress=False, log=lambda *_: None)
     train_s = time.perf_counter() - t
     run_steps = json.loads((work / "last.json").read_text())["step"]
