@@ -17,7 +17,7 @@ from pathlib import Path
 
 def main() -> None:
     import torch
-    from glsmamba.engine import demo
+    from glsmamba.recipes import demo
     from glsmamba.engine.config import load_config
     from glsmamba.synth.generate import generate_dataset
     torch.set_num_threads(1)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 def main() -> None:
     import torch
-    from glsmamba.engine import api, demo
+    from glsmamba.engine import api
+    from glsmamba.recipes import demo
     from glsmamba.synth.generate import generate_dataset
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

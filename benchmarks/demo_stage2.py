@@ -21,7 +21,8 @@ from pathlib import Path
 
 def main() -> None:
     import torch
-    from glsmamba.engine import api, demo
+    from glsmamba.engine import api
+    from glsmamba.recipes import demo
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--demo", required=True, help="a finished `glsmamba demo --out` folder")

@@ -24,7 +24,7 @@ def demo_checkpoint(folder: Path) -> Path:
     from glsmamba.engine.builder import build_model
     from glsmamba.engine.checkpoint import save_checkpoint
     from glsmamba.engine.config import DEFAULTS
-    from glsmamba.engine.demo import FULL, glsmamba_config
+    from glsmamba.recipes.demo import FULL, glsmamba_config
     base = copy.deepcopy(DEFAULTS)
     base["data"]["type"] = "posetrack18"
     config = glsmamba_config(base, FULL, encoder_from="")

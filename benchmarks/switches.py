@@ -1,6 +1,6 @@
 """Ablation of the paper's open choices (docs/MODEL.md, "Open choices as switches").
 
-On the embedded synthetic benchmark, with the demo's protocol (`glsmamba.engine.demo`):
+On the embedded synthetic benchmark, with the demo's protocol (`glsmamba.recipes.demo`):
 one shared stage 1 (the single-frame ViTPose-tiny trained end to end on the clean training
 frames; its encoder is then frozen for every run), then for each variant and seed the
 demo's GLSMamba-tiny (1 GSM + 1 LRM, D = 32, d_state 1) is trained on top with the same
@@ -56,7 +56,7 @@ COLUMNS = ("overall", "degraded", "clean")
 
 
 def variant_config(out: Path, variant: str, seed: int) -> dict:
-    from glsmamba.engine import demo
+    from glsmamba.recipes import demo
     spec = VARIANTS[variant]
     base = demo.base_config(out / "data", RECIPE, seed)
     stage1 = str(out / "runs" / "stage1_baseline" / "last.safetensors")
@@ -72,7 +72,8 @@ def variant_config(out: Path, variant: str, seed: int) -> dict:
 def prepare(out: Path, log=print) -> None:
     """Data, the shared stage 1 and the shared feature cache (once)."""
     import torch
-    from glsmamba.engine import api, demo
+    from glsmamba.engine import api
+    from glsmamba.recipes import demo
     from glsmamba.synth.generate import generate_dataset
     torch.set_num_threads(1)
     data = out / "data"
@@ -98,7 +99,8 @@ def prepare(out: Path, log=print) -> None:
 
 def run_one(out: Path, variant: str, seed: int) -> dict:
     import torch
-    from glsmamba.engine import api, demo
+    from glsmamba.engine import api
+    from glsmamba.recipes import demo
     torch.set_num_threads(1)
     config = variant_config(out, variant, seed)
     extra = VARIANTS[variant].get("pipeline")

@@ -5,7 +5,7 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from glsmamba.engine.bench import rows_help
+    from glsmamba.recipes.bench import rows_help
     parser = subparsers.add_parser(
         "bench", help="the paper's ablations in miniature: 8 rows x 3 seeds, mean ± std (CPU)",
         description="For each seed, generate the synthetic benchmark and train the demo's "
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glsmamba.engine.bench import run_bench
+    from glsmamba.recipes.bench import run_bench
     run_bench(args.out, quick=args.quick, seeds=args.seeds, rows=args.rows,
               threads=args.threads or None, jobs=args.jobs or None)
     return 0

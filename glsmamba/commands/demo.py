@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glsmamba.engine.demo import run_demo
+    from glsmamba.recipes.demo import run_demo
     run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
              threads=args.threads or None, overwrite=args.overwrite)
     return 0

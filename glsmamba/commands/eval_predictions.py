@@ -59,7 +59,7 @@ def _check_json_target(out: Path, *inputs: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from glsmamba.evaluation.posetrack_map import (evaluate_posetrack, format_table,
                                                    image_ids_with, load_json_dir)
-    from glsmamba.evaluation.writer import write_json_atomic
+    from glsmamba.fileio import write_json_atomic
 
     key, value = _frame_filter(args.frames_with)
     if args.json:

@@ -15,7 +15,7 @@ from glsmamba.data.clip_dataset import ClipDataset, build_pipeline
 from glsmamba.data.codec import HeatmapCodec
 from glsmamba.engine import distributed as du
 from glsmamba.engine.checkpoint import load_checkpoint, load_model_weights
-from glsmamba.engine.inference import predict_dataset
+from glsmamba.engine.evaluator import predict_dataset
 from glsmamba.errors import CheckpointError, ConfigError, DataError
 
 METAINFO = {"posetrack18": "posetrack", "posetrack17": "posetrack", "posetrack21": "posetrack",

@@ -36,6 +36,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from glsmamba.errors import CheckpointError
+from glsmamba.fileio import atomic_write_files, fsync_dir
 
 CHUNK = 1 << 20
 STATE_FORMAT = "glsmamba-state-v2"
@@ -51,75 +52,8 @@ class CheckpointWriteError(CheckpointError, OSError):
         self.errno = errno
 
 
-def _write_chunk(handle, data: memoryview) -> None:
-    """One write call (a seam for tests that simulate a full disk)."""
-    handle.write(data)
-
-
-def _write_tmp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling of ``path``, fsynced; return the tmp path."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            view = memoryview(data)
-            for start in range(0, len(view), CHUNK):
-                _write_chunk(handle, view[start:start + CHUNK])
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _journal_path(folder: Path, tag: str) -> Path:
     return folder / f".{tag}.commit"
-
-
-def atomic_write_files(files: dict[Path, bytes], journal: Path | None = None) -> None:
-    """Write several files so that either all are replaced or none is.
-
-    With ``journal`` (a path in the files' folder), the list of renames is written there
-    once every temporary file is complete: :func:`recover_interrupted` finishes the renames
-    if the process dies in the middle of them."""
-    tmps: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files.items():
-            tmps.append((_write_tmp(Path(path), data), Path(path)))
-        if journal is not None:
-            moves = [[tmp.name, path.name] for tmp, path in tmps]
-            tmp = _write_tmp(journal, json.dumps({"moves": moves}).encode())
-            os.replace(tmp, journal)
-            _fsync_dir(journal.parent)
-    except BaseException:
-        for tmp, _ in tmps:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, path in tmps:
-        try:
-            os.replace(tmp, path)
-        except FileNotFoundError:
-            if journal is None or not path.exists():
-                raise
-            # a reader rolled this committed write forward from the journal meanwhile
-    for folder in {path.parent for _, path in tmps}:
-        _fsync_dir(folder)
-    if journal is not None:
-        journal.unlink(missing_ok=True)
-        _fsync_dir(journal.parent)
 
 
 def recover_interrupted(folder: str | os.PathLike) -> list[str]:
@@ -141,14 +75,10 @@ def recover_interrupted(folder: str | os.PathLike) -> list[str]:
                 os.replace(tmp, folder / str(final_name))
             except FileNotFoundError:            # the writer finished it meanwhile
                 continue
-        _fsync_dir(folder)
+        fsync_dir(folder)
         journal.unlink(missing_ok=True)
         done.append(journal.name[1:-len(".commit")])
     return done
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    atomic_write_files({Path(path): data})
 
 
 def torch_bytes(obj: Any) -> bytes:

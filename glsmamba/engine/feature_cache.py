@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from glsmamba.engine import distributed as du
-from glsmamba.engine.checkpoint import atomic_write_bytes
+from glsmamba.fileio import atomic_write_bytes
 from glsmamba.errors import DataError
 
 FIELDS = ("heatmaps", "target_weight", "center", "scale", "rotation", "flipped", "bbox_score",

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from glsmamba.errors import DataError
+from glsmamba.fileio import write_json_atomic
 from glsmamba.evaluation.posetrack_map import MAX_TRACK_ID, POSETRACK18_KEYPOINTS
 
 DEFAULT_CATEGORY = {
@@ -25,37 +24,6 @@ DEFAULT_CATEGORY = {
                  [6, 7], [6, 8], [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3],
                  [2, 4], [3, 5], [4, 6], [5, 7]],
 }
-
-
-def current_umask() -> int:
-    """The process umask (read without changing it where /proc allows)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it into place (mode
-    0666 minus the umask, like any file the user creates)."""
-    path = Path(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(handle, 0o666 & ~current_umask())
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, allow_nan=False)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
 
 
 def _plain_id(value):

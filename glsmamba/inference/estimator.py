@@ -19,7 +19,7 @@ from torch import nn
 
 from glsmamba.data.codec import HeatmapCodec
 from glsmamba.data.transforms import box_to_center_scale
-from glsmamba.engine.inference import decode_to_image, person_scores, predict_heatmaps
+from glsmamba.data.decoding import decode_to_image, person_scores, predict_heatmaps
 from glsmamba.errors import ConfigError, DataError
 from glsmamba.inference.clips import crop_clip, stream_clips
 from glsmamba.inference.detectors import (BoxReport, MotionPersonDetector, build_detector,

@@ -18,7 +18,7 @@ from typing import Callable
 
 import cv2
 
-from glsmamba.engine.checkpoint import atomic_write_bytes
+from glsmamba.fileio import atomic_write_bytes
 from glsmamba.errors import ConfigError, DataError
 from glsmamba.inference.drawing import open_video_writer
 from glsmamba.inference.estimator import PoseEstimator

@@ -20,7 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glsmamba.errors import ConfigError
-from glsmamba.models.gsm import GSMBlock, maybe_checkpoint
+from glsmamba.models.gsm import GSMBlock
+from glsmamba.models.layers import init_linear, maybe_checkpoint
 from glsmamba.models.lrm import LRMBlock
 from glsmamba.models.scan_paths import SCAN_TYPES
 from glsmamba.models.vitpose import ViTPoseEncoder
@@ -250,8 +251,8 @@ class GLSMamba(VideoPoseModel):
         self.blocks = nn.ModuleList(gsm + lrm)
         # the LRM blocks run first in backward, before the GSM blocks' peak: not checkpointed
         self.checkpoint_skip_last = lrm_depth if gsm_depth else 0
-        self.embed.apply(_init_linear)
-        self.blocks.apply(_init_linear)
+        self.embed.apply(init_linear)
+        self.blocks.apply(init_linear)
 
     @property
     def gsm_blocks(self) -> list[GSMBlock]:
@@ -260,14 +261,6 @@ class GLSMamba(VideoPoseModel):
     @property
     def lrm_blocks(self) -> list[LRMBlock]:
         return [b for b in self.blocks if isinstance(b, LRMBlock)]
-
-
-def _init_linear(module: nn.Module) -> None:
-    """trunc-normal(0.02) linear weights, zero biases (ViT / VMamba); encoder untouched."""
-    if isinstance(module, nn.Linear) and not module.weight.is_meta:
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 class _FinalLayer(nn.Module):

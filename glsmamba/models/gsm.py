@@ -19,62 +19,14 @@ import functools
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint
 
 from glsmamba.models.mixer import SelectiveScanMixer
 from glsmamba.models.scan_paths import SCAN_TYPES, sts6d_paths
-from glsmamba.models.vitpose import DropPath
+from glsmamba.models.layers import DropPath, FeedForward, ResidualBlock
 from glsmamba.ops.deform_conv import DeformConvPack
 
 # STMM temporal modulation: "clip" = [g_t, g_t - mean_tau g_tau]; "neighbours" = from t-1, t+1
 STMM_TEMPORAL = ("clip", "neighbours")
-
-
-def maybe_checkpoint(fn, x: torch.Tensor, enabled: bool) -> torch.Tensor:
-    """``fn(x)``; under ``enabled`` (and grad mode) as a non-reentrant activation checkpoint:
-    only ``x`` is kept, ``fn`` runs again in backward (same RNG state, so drop path agrees)."""
-    if enabled and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
-    return fn(x)
-
-
-class FeedForward(nn.Module):
-    """Linear -> GELU -> Linear on the channel (last) axis."""
-
-    def __init__(self, dim: int, ratio: float = 4.0):
-        super().__init__()
-        hidden = int(dim * ratio)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class ResidualBlock(nn.Module):
-    """Pre-norm residual block, ``x + mixer branch``, then ``+ FFN branch``; each branch
-    can be recomputed in backward instead of stored (:meth:`set_grad_checkpointing`).
-
-    Subclasses set ``norm2``, ``ffn``, ``drop_path`` and define ``_mixer_branch``.
-    """
-
-    grad_checkpointing = False
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each residual branch (mixer, FFN) in backward instead of storing it."""
-        self.grad_checkpointing = bool(enable)
-
-    def _mixer_branch(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(self.ffn(self.norm2(x)))
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., D) -> same shape: both branches added in turn."""
-        x = x + maybe_checkpoint(self._mixer_branch, x, self.grad_checkpointing)
-        return x + maybe_checkpoint(self._ffn_branch, x, self.grad_checkpointing)
 
 
 class SequentialChannelAttention(nn.Module):

@@ -13,7 +13,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from glsmamba.models.gsm import DropPath, FeedForward, ResidualBlock
+from glsmamba.models.layers import DropPath, FeedForward, ResidualBlock
 from glsmamba.models.mixer import SelectiveScanMixer, sum_directions
 from glsmamba.models.scan_paths import wsts_paths
 

@@ -12,8 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glsmamba.errors import ConfigError
-from glsmamba.models.glsmamba import VideoPoseModel, _init_linear
-from glsmamba.models.gsm import DropPath, FeedForward, ResidualBlock
+from glsmamba.models.glsmamba import VideoPoseModel
+from glsmamba.models.layers import init_linear
+from glsmamba.models.layers import DropPath, FeedForward, ResidualBlock
 
 
 class GlobalAttention(nn.Module):
@@ -70,5 +71,5 @@ class TransformerPose(VideoPoseModel):
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, mlp_ratio, rate) for rate in rates)
-        self.embed.apply(_init_linear)
-        self.blocks.apply(_init_linear)
+        self.embed.apply(init_linear)
+        self.blocks.apply(init_linear)

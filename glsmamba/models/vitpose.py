@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glsmamba.errors import CheckpointError, ConfigError
+from glsmamba.models.layers import DropPath
 
 __all__ = [
     "VIT_ARCHS", "ViTPoseEncoder", "VisionTransformer", "DeconvHead", "LoadReport",
@@ -73,24 +74,6 @@ def _check_size(size: tuple[int, int], what: str) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- backbone
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample while training."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-        return x * x.new_empty(shape).bernoulli_(keep) / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.drop_prob}"
-
-
 class PatchEmbed(nn.Module):
     """Conv2d(3, C, 16, stride 16, padding 2): (N, 3, H, W) -> (N, H/16 * W/16, C)."""
 

@@ -263,7 +263,7 @@ def record_outputs(root: str | Path, relative_paths: list[str]) -> None:
 
 
 def _write_meta(root: Path, meta: dict) -> None:
-    from glsmamba.engine.checkpoint import atomic_write_bytes
+    from glsmamba.fileio import atomic_write_bytes
     atomic_write_bytes(root / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from glsmamba.data.codec import HeatmapCodec, flip_back
 from glsmamba.data.metainfo import load_metainfo
-from glsmamba.engine.inference import predict_heatmaps
+from glsmamba.data.decoding import predict_heatmaps
 
 FLIP = load_metainfo("posetrack").flip_indices
 IN, HM = (192, 256), (48, 64)

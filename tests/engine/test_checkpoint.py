@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_standins import TinyPoseModel  # noqa: E402
 
+from glsmamba import fileio  # noqa: E402
 from glsmamba.engine import checkpoint as ckpt  # noqa: E402
 from glsmamba.errors import CheckpointError  # noqa: E402
 
@@ -71,7 +72,7 @@ def test_full_disk_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with torch.no_grad():
         model.head.weight.add_(1.0)
     calls = {"n": 0}
-    real_write = ckpt._write_chunk
+    real_write = fileio.write_chunk
 
     def full_disk(handle, data):
         calls["n"] += 1
@@ -80,7 +81,7 @@ def test_full_disk_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(handle, data)
 
-    monkeypatch.setattr(ckpt, "_write_chunk", full_disk)
+    monkeypatch.setattr(fileio, "write_chunk", full_disk)
     with pytest.raises(OSError) as err:
         ckpt.save_checkpoint(tmp_path, "last", model, {"epoch": 2}, {"step": 2})
     assert err.value.errno == errno.ENOSPC
@@ -106,7 +107,7 @@ def test_full_disk_in_training_keeps_last_good(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         handle.write(data)
 
-    monkeypatch.setattr(ckpt, "_write_chunk", fail_second_epoch)
+    monkeypatch.setattr(fileio, "write_chunk", fail_second_epoch)
     with pytest.raises(OSError):
         trainer.fit()
     _, meta, _ = ckpt.load_checkpoint(tmp_path / "last.safetensors")

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_standins import TinyClipSet, TinyPoseModel, make_trainer  # noqa: E402
 from engine_standins import tiny_config as _tiny_config  # noqa: E402
 
+from glsmamba import fileio  # noqa: E402
 from glsmamba.engine import checkpoint as ckpt  # noqa: E402
 from glsmamba.engine.trainer import Trainer, TrainingDiverged, prepare_work_dir  # noqa: E402
 from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError  # noqa: E402
@@ -117,7 +118,7 @@ def test_full_disk_is_one_clear_error_and_previous_survives(tmp_path, monkeypatc
             raise OSError(errno.ENOSPC, "No space left on device")
         handle.write(data)
 
-    monkeypatch.setattr(ckpt, "_write_chunk", full_after_first_epoch)
+    monkeypatch.setattr(fileio, "write_chunk", full_after_first_epoch)
     with pytest.raises(GlsmambaError, match="cannot write checkpoint 'last': No space left "
                                             "on device; the previous 'last' checkpoint"):
         trainer.fit()
@@ -215,7 +216,7 @@ def test_read_only_work_dir(tmp_path, monkeypatch):
 
 
 def test_output_files_follow_the_umask(tmp_path):
-    from glsmamba.evaluation.writer import write_json_atomic
+    from glsmamba.fileio import write_json_atomic
     old = os.umask(0o022)
     try:
         write_json_atomic(tmp_path / "p.json", {"a": 1})

@@ -1,6 +1,6 @@
 """``glsmamba bench``: the paper's ablation tables in miniature on the embedded benchmark.
 
-For every seed: the demo's data and stage 1 (:mod:`glsmamba.engine.demo`: the synthetic
+For every seed: the demo's data and stage 1 (:mod:`glsmamba.recipes.demo`: the synthetic
 benchmark of that seed, a clean pre-training set, the single-frame ViTPose-tiny trained
 on it, its encoder then frozen), then one stage-2 run per row on the cached 1/4-resolution
 features with the same budget (epochs, batch size, lr, schedule), scored with poseval's
@@ -28,7 +28,8 @@ import os
 import time
 from pathlib import Path
 
-from glsmamba.engine import api, demo
+from glsmamba.engine import api
+from glsmamba.recipes import demo
 from glsmamba.errors import ConfigError
 
 # the demo's data and encoder pre-training; stage 2 one epoch (442 steps of 4 clips), so

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from glsmamba.cli import main
-from glsmamba.engine import bench, demo
+from glsmamba.recipes import bench, demo
 
 
 def test_mean_std_is_the_sample_standard_deviation():

@@ -51,7 +51,7 @@ def test_demo_quick_writes_report(tmp_path, capsys):
 def test_clean_annotations_drop_the_labels_of_degraded_frames(tmp_path):
     import json
 
-    from glsmamba.engine.demo import write_clean_annotations
+    from glsmamba.recipes.demo import write_clean_annotations
     folder = tmp_path / "annotations" / "train"
     folder.mkdir(parents=True)
     images = [{"id": 1, "is_labeled": True, "degradations": []},
@@ -79,7 +79,7 @@ def test_demo_refuses_a_non_empty_out_folder(tmp_path, capsys):
 
 
 def test_full_recipe_reads_quarter_resolution_features(tmp_path):
-    from glsmamba.engine import demo
+    from glsmamba.recipes import demo
     recipe = demo.FULL
     assert recipe["feature_stride"] == 4 and recipe["input_size"] == [96, 128]
     base = demo.base_config(tmp_path, recipe, 0)
@@ -106,7 +106,7 @@ def test_full_recipe_reads_quarter_resolution_features(tmp_path):
 
 
 def test_a_failing_second_process_reports_its_exit_code(tmp_path):
-    from glsmamba.engine import demo
+    from glsmamba.recipes import demo
     from glsmamba.engine.config import DEFAULTS
     import copy
     config = copy.deepcopy(DEFAULTS)

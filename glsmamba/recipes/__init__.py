@@ -1,0 +1,1 @@
+"""Experiments built from the library: the CPU demo and the ablation bench."""
