@@ -11,6 +11,10 @@ rewritten after every section):
   written), which is the ceiling the scan rows are compared with.
 - ``scan_correctness``: every CUDA scan backend (triton, chunked, mamba_ssm's cuda if it
   imports) against the float64 sequential reference, y and all seven gradients.
+- ``scan_selftest``: the time of the self-test that runs before the first GPU scan of a
+  process (``glsmamba/ops/selftest.py``), per GPU backend: cold (a fresh Triton cache, so
+  its kernels compile) and warm (compiled), with its verdict; and its operation count
+  (torch ops dispatched, Triton launches), from which ``estimate_s`` is formed.
 - ``deform_conv``: the deformable convolution (general and depthwise) on the device in
   float32 against the CPU in float64, values and gradients.
 - ``train_step_bf16``: one full ``glsmamba-b`` training step (frozen encoder included)
@@ -52,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTIONS = [
     ("env", 25),
     ("scan_correctness", 60),
+    ("scan_selftest", 30),
     ("deform_conv", 25),
     ("train_step_bf16", 60),
     ("scan_bench", 130),
@@ -285,6 +290,85 @@ def section_scan_correctness(dry: bool, sizes: dict, deadline: Deadline) -> dict
             rows.append(row)
             save_partial({"rows": rows})
     return {"rows": rows, "all_pass": all(r["status"] == "pass" for r in rows)}
+
+
+# per-operation costs behind the self-test's time estimate: an eager torch op on a GPU
+# (Python dispatch + launch, small tensors), and one Triton scan launch at L <= 203
+# (launch + the sequential walk over the sequence)
+EST_OP_S, EST_LAUNCH_S = 10e-6, 50e-6
+
+
+def count_selftest_ops(backend: str, device) -> dict:
+    """Run the self-test once counting the torch ops it dispatches (outside the Triton
+    kernels: the interpreter's own work is not counted) and the Triton kernel launches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from glsmamba.ops import scan_triton, selftest
+
+    counts = {"torch_ops": 0, "triton_launches": 0}
+    paused = [False]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not paused[0]:
+                counts["torch_ops"] += 1
+            return func(*args, **(kwargs or {}))
+
+    real_kernels = scan_triton._kernels
+
+    class Launcher:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                counts["triton_launches"] += 1
+                paused[0] = True
+                try:
+                    return self.kernel[grid](*args, **kwargs)
+                finally:
+                    paused[0] = False
+            return launch
+
+    scan_triton._kernels = lambda interpret: tuple(Launcher(k) for k in real_kernels(interpret))
+    try:
+        with Count():
+            failure, _ = selftest.run_checks(backend, device)
+    finally:
+        scan_triton._kernels = real_kernels
+    counts["estimate_s"] = round(counts["torch_ops"] * EST_OP_S + counts["triton_launches"] * EST_LAUNCH_S, 3)
+    counts["estimate_rule"] = f"torch ops x {EST_OP_S * 1e6:.0f} us + Triton launches x {EST_LAUNCH_S * 1e6:.0f} us"
+    counts["failure"] = failure
+    return counts
+
+
+def section_scan_selftest(dry: bool, sizes: dict, deadline: Deadline) -> dict:
+    """The self-test's time per GPU backend: cold (fresh Triton cache) and warm."""
+    from glsmamba.ops import selftest
+
+    device = _device(dry)
+    out = {"cases": [list(c) for c in selftest.cases_for(device)],
+           "dtypes": [str(d).replace("torch.", "") for d in selftest.DTYPES], "rows": []}
+    if not dry:
+        out["report_before"] = selftest.scan_backend_report(device, run=False)
+    with tempfile.TemporaryDirectory() as triton_cache:
+        os.environ["TRITON_CACHE_DIR"] = triton_cache  # cold: the kernels compile
+        for backend in (b for b in ("triton", "cuda") if b in cuda_backends(dry)):
+            row = {"backend": backend}
+            for label in ("cold_s", "warm_s"):
+                start = time.perf_counter()
+                failure, _ = selftest.run_checks(backend, device)
+                _sync(device)
+                row[label] = round(time.perf_counter() - start, 3)
+                row["verdict"] = "pass" if failure is None else f"FAIL: {failure}"
+            if backend == "triton":
+                out["op_count"] = count_selftest_ops(backend, device)
+            out["rows"].append(row)
+            save_partial(out)
+    if not dry:
+        out["report_after"] = selftest.scan_backend_report(device)  # runs (and caches) it as a user would
+    out["status"] = "ok" if all(r["verdict"] == "pass" for r in out["rows"]) else "FAIL"
+    return out
 
 
 def section_deform_conv(dry: bool, sizes: dict, deadline: Deadline) -> dict:
@@ -627,7 +711,8 @@ def section_train_bench(dry: bool, sizes: dict, deadline: Deadline) -> dict:
 
 
 SECTION_FUNCS = {
-    "env": section_env, "scan_correctness": section_scan_correctness, "deform_conv": section_deform_conv,
+    "env": section_env, "scan_correctness": section_scan_correctness, "scan_selftest": section_scan_selftest,
+    "deform_conv": section_deform_conv,
     "train_step_bf16": section_train_step_bf16, "scan_bench": section_scan_bench,
     "train_bench": section_train_bench,
 }
@@ -743,6 +828,19 @@ def render_markdown(report: dict) -> str:
             errs = r.get("errors", {})
             lines.append(f"| {r['backend']} | {r['shape']} | {r['dtype']} | {_fmt(errs.get('y', '-'))} | "
                          f"{_fmt(r.get('max_grad_error', '-'))} | {r.get('tolerance', '-')} | {r['status']} |")
+    sec = report["sections"].get("scan_selftest", {})
+    if sec.get("rows"):
+        ops = sec.get("op_count", {})
+        lines += ["", "## Scan self-test (before the first GPU scan of a process)", "",
+                  "| backend | cold s (compiles) | warm s | verdict |", "|---|---|---|---|"]
+        for r in sec["rows"]:
+            lines.append(f"| {r['backend']} | {r.get('cold_s')} | {r.get('warm_s')} | {r.get('verdict')} |")
+        if ops:
+            lines += ["", f"- {ops.get('torch_ops')} torch ops + {ops.get('triton_launches')} Triton launches: "
+                      f"estimate {ops.get('estimate_s')} s ({ops.get('estimate_rule')})"]
+        for key in ("report_before", "report_after"):
+            if sec.get(key):
+                lines.append(f"- {key.replace('_', ' ')}: {sec[key]}")
     sec = report["sections"].get("deform_conv", {})
     if sec.get("rows"):
         lines += ["", "## Deformable conv, device float32 vs CPU float64", "",

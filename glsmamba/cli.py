@@ -17,11 +17,13 @@ COMMANDS = {
     "synth": "synth",
     "eval-predictions": "eval_predictions",
     "train": "train",
+    "check-data": "check_data",
     "eval": "evaluate",
     "infer": "infer",
     "convert-vitpose": "convert_vitpose",
     "demo": "demo",
     "bench": "bench",
+    "export": "export",
 }
 
 
@@ -65,12 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     progress.set_mode(mode)
     _line_buffered_stdout()
     try:
+        progress.get_mode()              # an unknown GLSMAMBA_PROGRESS: one line, before work
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except GlsmambaError as err:
         print(f"glsmamba {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and not _is_allocation_failure(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        print(f"glsmamba {args.command}: error: cannot allocate memory ({first}); the crop size, "
+              "batch size or clip length is too large for this machine", file=sys.stderr)
         return 2
     except OSError as err:
         # the environment, not the code: a full disk, a read-only or missing folder ...
@@ -80,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         progress.set_mode(previous_mode)   # main() called from Python leaves no state behind
+
+
+def _is_allocation_failure(err: BaseException) -> bool:
+    """A tensor that could not be allocated (torch's CPU allocator or CUDA out of memory)."""
+    text = str(err).lower()
+    return ("can't allocate memory" in text or "out of memory" in text
+            or type(err).__name__ == "OutOfMemoryError")
 
 
 def _one_line(err: BaseException) -> str:

@@ -124,3 +124,164 @@ def write_json_atomic(path: str | os.PathLike, data, **dump_options) -> Path:
     """JSON (no NaN unless ``allow_nan=True`` is given) written atomically."""
     options = {"allow_nan": False, **dump_options}
     return atomic_write_bytes(path, json.dumps(data, **options).encode("utf-8"))
+
+
+def open_partial(path: str | os.PathLike, suffix: str = ""):
+    """(handle, temp path): an exclusive, fresh temporary sibling of ``path`` for a stream
+    that grows (a log, records); :func:`commit_partial` renames it over ``path``."""
+    path = Path(path)
+    tmp = temp_sibling(path)
+    if suffix:
+        tmp = tmp.with_name(tmp.name + suffix)
+    return create_exclusive(tmp, 0o666 & ~current_umask()), tmp
+
+
+def reset_fixed_partial(path: str | os.PathLike):
+    """A binary handle on a new file at the fixed name ``path`` (a ``.NAME.partial.EXT`` a
+    reader may watch): whatever sits there (a stale partial, a planted link) is unlinked,
+    never followed, and the file is created exclusively."""
+    path = Path(path)
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    return create_exclusive(path, 0o666 & ~current_umask())
+
+
+def commit_partial(handle, tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Flush, fsync and close ``handle`` (on ``tmp``), then rename ``tmp`` over ``path``."""
+    if handle is not None and not handle.closed:
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+    return commit_file(tmp, path)
+
+
+def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Rename a finished temporary file ``tmp`` (a regular file, not a link) over ``path``."""
+    tmp, path = Path(tmp), Path(path)
+    if tmp.is_symlink() or not tmp.is_file():
+        raise OSError(f"{tmp}: the temporary file was replaced by something else")
+    try:
+        fd = os.open(tmp, os.O_RDONLY | _NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+def is_own_regular_file(path: str | os.PathLike, handle) -> bool:
+    """Whether ``path`` still names the regular file open in ``handle`` (no link swapped in)."""
+    try:
+        st_path, st_open = os.lstat(path), os.fstat(handle.fileno())
+    except OSError:
+        return False
+    return (st_path.st_dev, st_path.st_ino) == (st_open.st_dev, st_open.st_ino)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read without following a link at ``path``)."""
+    import hashlib
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_private_dir(beside: str | os.PathLike) -> Path:
+    """A new folder ``.NAME.partial.PID.RANDOM`` beside ``beside`` (mkdir is exclusive)."""
+    folder = temp_sibling(Path(beside))
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def publish_folder(files: dict[str, bytes], folder: str | os.PathLike,
+                   replace_existing: bool = False) -> Path:
+    """Make ``folder`` hold exactly ``files`` (name -> bytes) as one complete set: they are
+    written into a private folder beside it, fsynced, and that folder is renamed into
+    place. With ``replace_existing`` an existing ``folder`` is first renamed aside and
+    removed once the new one is in place (a reader sees the old set, no folder for an
+    instant, or the new set, never a mix)."""
+    import shutil
+    folder = Path(folder)
+    staging = make_private_dir(folder)
+    try:
+        for name, data in files.items():
+            if Path(name).name != name or name in (".", ".."):
+                raise ValueError(f"{name!r} is not a plain file name")
+            with create_exclusive(staging / name, 0o666 & ~current_umask()) as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(staging, 0o777 & ~current_umask())
+        fsync_dir(staging)
+        old = None
+        if folder.is_symlink() or folder.exists():
+            if not replace_existing:
+                raise FileExistsError(f"{folder} exists")
+            old = folder.with_name(temp_sibling(folder).name + ".old")
+            os.rename(folder, old)
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            if old is not None:
+                os.rename(old, folder)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(folder.parent)
+    if old is not None:
+        if old.is_symlink() or not old.is_dir():
+            old.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+class LockHeld(OSError):
+    """Another live process holds the lock; ``pid`` is what it wrote there (or None)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path} is locked by process {pid if pid else '(unknown)'}")
+        self.path, self.pid = path, pid
+
+
+def acquire_lock(path: str | os.PathLike):
+    """Hold an exclusive lock on ``path`` (created without following a link) for as long as
+    the returned handle stays open; the lock dies with the process, so a lock file left by
+    a killed run is simply taken over. :class:`LockHeld` when a live process holds it."""
+    import fcntl
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            pid = int(text) if text.isdigit() else None
+        finally:
+            os.close(fd)
+        raise LockHeld(path, pid) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return os.fdopen(fd, "r+b")
+
+
+def save_figure(figure, path: str | os.PathLike, **options) -> Path:
+    """A matplotlib figure saved atomically (rendered to memory, then written as above)."""
+    import io
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **options)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -45,7 +45,8 @@ def get_mode_setting() -> str | None:
 def get_mode() -> str:
     mode = _mode or os.environ.get("GLSMAMBA_PROGRESS", "auto") or "auto"
     if mode not in MODES:
-        raise ValueError(f"GLSMAMBA_PROGRESS must be one of {', '.join(MODES)}, not {mode!r}")
+        from glsmamba.errors import ConfigError      # a ValueError the CLI prints in one line
+        raise ConfigError(f"GLSMAMBA_PROGRESS must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
 
 
@@ -66,6 +67,12 @@ def _interval() -> float:
         return float(os.environ.get("GLSMAMBA_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
     except ValueError:
         return DEFAULT_INTERVAL
+
+
+def log_interval() -> float:
+    """Seconds between log lines (``GLSMAMBA_PROGRESS_INTERVAL``, default 30): for loops
+    that report progress their own way (e.g. waiting for another process)."""
+    return _interval()
 
 
 def _clock(seconds: float) -> str:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from glsmamba.commands.infer import _threads as threads_arg
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from glsmamba.recipes.bench import rows_help
+    from glsmamba.recipes.bench import ROWS, rows_help
     parser = subparsers.add_parser(
-        "bench", help="the paper's ablations in miniature: 8 rows x 3 seeds, mean ± std (CPU)",
+        "bench", help=f"the paper's ablations in miniature: {len(ROWS)} rows x 3 seeds, "
+                      "mean ± std (CPU)",
         description="For each seed, generate the synthetic benchmark and train the demo's "
                     "encoder; then train and score each ablation row on its frozen 1/4 "
                     "features with the same budget; write OUT/report/bench.md (mean ± std "
@@ -19,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="seeds (default 0 1 2; --quick: 0 1)")
     parser.add_argument("--rows", nargs="+", default=None, help=f"subset of rows: {rows_help()}")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=threads_arg, default=1,
                         help="torch CPU threads (default 1; 0 = torch's default)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="processes running seeds / rows side by side (default: 2 on a "

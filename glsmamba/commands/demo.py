@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from glsmamba.commands.infer import _threads as threads_arg
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="glsmamba_demo", help="output folder (default glsmamba_demo)")
     parser.add_argument("--quick", action="store_true", help="tiny data and budget (a smoke test)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=threads_arg, default=1,
                         help="torch CPU threads (default 1: the demo's small tensors gain little "
                              "from more, and lose a lot when the cores are busy; 0 = torch's "
                              "default)")

@@ -25,12 +25,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="only GT frames whose image record has a truthy KEY (or KEY "
                              "equal to / listing VALUE), e.g. degradations=blur")
     parser.add_argument("--title", default=None, help="title line above the table")
-    parser.add_argument("--rules", choices=("poseval", "posetrack21"), default="poseval",
+    from glsmamba.evaluation.metrics import file_rules
+    parser.add_argument("--rules", choices=sorted(file_rules()), default="poseval",
                         help="poseval (PoseTrack17/18) or the PoseTrack21 kit's AP rules "
                              "(docs/EVALUATION.md)")
     parser.add_argument("--lenient", action="store_true",
                         help="accept files poseval rejects (missing frames, missing or "
                              "repeated track ids)")
+    parser.add_argument("--tracking", action="store_true",
+                        help="also score pose tracking (MOTA, MOTP, precision, recall) with "
+                             "poseval's --evalPoseTracking rules; --json then writes poseval's "
+                             "total_MOT_metrics.json layout")
     parser.set_defaults(func=run)
     return parser
 
@@ -57,11 +62,14 @@ def _check_json_target(out: Path, *inputs: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glsmamba.evaluation.posetrack_map import (evaluate_posetrack, format_table,
-                                                   image_ids_with, load_json_dir)
+    from glsmamba.evaluation.metrics import file_rules
+    from glsmamba.evaluation.posetrack_map import image_ids_with, load_json_dir
     from glsmamba.fileio import write_json_atomic
 
     key, value = _frame_filter(args.frames_with)
+    if getattr(args, "tracking", False) and key is not None:
+        raise ConfigError("--tracking scores whole videos; it cannot be combined with "
+                          "--frames-with")
     if args.json:
         _check_json_target(Path(args.json), Path(args.gt), Path(args.pred))
     gt = load_json_dir(Path(args.gt))
@@ -78,17 +86,35 @@ def run(args: argparse.Namespace) -> int:
         pred_path = Path(args.pred)
         sources = {name: str(pred_path / f"{name}.json") if pred_path.is_dir() else str(pred_path)
                    for name in pred}
-        if args.rules == "posetrack21":
-            from glsmamba.evaluation.posetrack21 import evaluate_posetrack21 as evaluate_posetrack
-        result = evaluate_posetrack(gt, pred, image_ids=image_ids, strict=not args.lenient,
-                                    sources=sources)
-    print(format_table(result, title=title, markdown=args.markdown))
+        metric = file_rules()[args.rules]()
+        result = metric.evaluate(gt, pred, image_ids=image_ids, strict=not args.lenient,
+                                 sources=sources)
+    print(metric.format_table(result, title=title, markdown=args.markdown))
     print(f"({result.num_frames} labelled frames, {result.num_videos} videos, "
           f"{result.num_gt_people} GT / {result.num_pred_people} predicted people)")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise DataError("folder of the --json file does not exist", str(Path(args.json).parent))
+    if getattr(args, "tracking", False):
+        return _run_tracking(args, gt, pred, sources)
     if args.json:
-        out = Path(args.json)
-        if not out.parent.is_dir():
-            raise DataError("folder of the --json file does not exist", str(out.parent))
-        write_json_atomic(out, {**result.to_dict(), "gt": str(args.gt), "pred": str(args.pred),
-                                "frames_with": args.frames_with})
+        write_json_atomic(Path(args.json), {**result.to_dict(), "gt": str(args.gt),
+                                            "pred": str(args.pred),
+                                            "frames_with": args.frames_with})
+    return 0
+
+
+def _run_tracking(args: argparse.Namespace, gt: dict, pred: dict, sources: dict) -> int:
+    """poseval's MOT table after the mAP one; --json gets total_MOT_metrics.json's layout."""
+    from glsmamba.evaluation.tracking import evaluate_tracking, format_tracking_table
+    from glsmamba.fileio import write_json_atomic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = evaluate_tracking(gt, pred, strict=not args.lenient, sources=sources)
+    print()
+    print(format_tracking_table(result, markdown=args.markdown))
+    print(f"({result.num_frames} frames tracked, {result.num_videos} videos, "
+          f"{result.num_switches} identity switches over the 15 joints)")
+    if args.json:
+        write_json_atomic(Path(args.json), result.to_poseval_json(), allow_nan=True)
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -12,6 +13,19 @@ def _frames(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 (0 = all frames), got {value}")
+    return value
+
+
+MAX_DEFAULT_THREADS = 4
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = torch's default), got {value}")
     return value
 
 
@@ -32,14 +46,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "infer", help="estimate poses on a video, frame folder, camera or stream",
         description="Person boxes come from a detections JSON or a detector (OpenCV's HOG by "
-                    "default), are tracked by IoU, and each person's clip t-δ..t+δ goes through "
-                    "the model while the video streams (2δ+1 frames in memory). Writes "
+                    "default), each person's clip t-δ..t+δ goes through the model while the "
+                    "video streams (2δ+1 frames in memory), and people are tracked by box IoU "
+                    "and pose similarity (--tracker). Writes "
                     "OUT/<name>.json (PoseTrack format) and OUT/<name>.mp4 (skeletons drawn), "
                     "incrementally: Ctrl-C keeps what was processed; a failed run leaves the "
                     "previous outputs untouched.")
     parser.add_argument("source", help="a video file, a folder of frames, a camera index (0) or "
                                        "a stream URL (rtsp://, http://, ...)")
-    parser.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint or work dir")
+    parser.add_argument("--checkpoint", help="a .safetensors checkpoint or work dir")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="onnxruntime: run a `glsmamba export` ONNX file (--model)")
+    parser.add_argument("--model", help="with --runtime onnxruntime: the exported .onnx file")
     parser.add_argument("--config", help="config (default: the one stored with the checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--detections", help="JSON list of {frame_index | image_name, bbox, score}")
@@ -66,23 +84,59 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="corner = mmdet's bottom/right padding, center = letterbox")
     onnx.add_argument("--onnx-person-class", type=int, default=0)
     parser.add_argument("--out", default="glsmamba_infer", help="output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT/<name>.json / .mp4 files glsmamba did not write "
+                             "(never an input)")
     parser.add_argument("--max-frames", type=_frames, default=0, help="stop after N frames (0 = all)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--show", action="store_true",
                         help="show a live window (needs a display and OpenCV with GUI support)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0 = torch's default; 1 helps on a busy CPU)")
+    parser.add_argument("--threads", type=_threads, default=None,
+                        help="torch CPU threads (default: half the usable cores, at most "
+                             f"{MAX_DEFAULT_THREADS}, so that a busy machine is not "
+                             "oversubscribed; 0 = torch's default, one per core)")
     parser.add_argument("--no-progress", action="store_true", help="same as --progress none")
+    from glsmamba.inference.tracker import TRACKERS
+    parser.add_argument("--tracker", choices=TRACKERS, default=None,
+                        help="pose (default: box IoU + pose OKS + constant velocity, two "
+                             "stages, after the pose model) or iou (greedy box IoU); same as "
+                             "--set track.method=...; its parameters: --set track.KEY=VALUE "
+                             "(docs/USAGE.md)")
     parser.set_defaults(func=run)
     return parser
+
+
+def _model_argument(args: argparse.Namespace) -> str:
+    """--checkpoint (runtime torch) or --model (runtime onnxruntime)."""
+    from glsmamba.errors import ConfigError
+    if args.runtime == "onnxruntime":
+        if not args.model or args.checkpoint:
+            raise ConfigError("--runtime onnxruntime takes --model FILE.onnx (not --checkpoint)")
+        return args.model
+    if not args.checkpoint or args.model:
+        raise ConfigError("--checkpoint is required (--model FILE.onnx needs --runtime onnxruntime)")
+    return args.checkpoint
+
+
+def default_threads() -> int:
+    """``infer``'s torch threads: half the cores this process may use, 1 to
+    :data:`MAX_DEFAULT_THREADS`. torch's own default (one per core) spins every core and
+    collapses when other processes share them: 0.54 instead of 6.5 frames/s on a loaded
+    2-core machine (issue 16)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):        # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_THREADS, cores // 2))
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from glsmamba.inference.infer import infer
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = default_threads() if args.threads is None else args.threads
+    if threads:
+        torch.set_num_threads(threads)
     options = {"layout": args.onnx_layout, "pad": args.onnx_pad,
                "channels": "rgb" if args.onnx_rgb else "bgr",
                "person_class": args.onnx_person_class}
@@ -92,13 +146,19 @@ def run(args: argparse.Namespace) -> int:
         options["mean"] = args.onnx_mean
     if args.onnx_std:
         options["std"] = args.onnx_std
-    stats = infer(args.source, args.checkpoint, config=args.config, overrides=args.overrides,
+    weights = _model_argument(args)
+    overrides = list(args.overrides)
+    if getattr(args, "tracker", None):
+        overrides.append(f"track.method={args.tracker}")
+    stats = infer(args.source, weights, runtime=args.runtime, config=args.config,
+                  overrides=overrides,
                   detections=args.detections, detector=args.detector,
                   detector_weights=args.detector_weights, det_thr=args.det_thr,
                   det_upscale=args.det_upscale, out_dir=Path(args.out),
                   max_frames=args.max_frames or None, flip=args.flip,
                   batch_size=args.batch_size, progress=not args.no_progress, show=args.show,
-                  detector_options=options if args.detector == "onnx" else None)
+                  detector_options=options if args.detector == "onnx" else None,
+                  overwrite=args.overwrite)
     if not stats["written"]:
         print("stopped before any frame was processed; nothing written (previous outputs kept)")
         return 130 if stats["interrupted"] else 1

@@ -18,6 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
     group.add_argument("--overwrite", action="store_true", help="start again in --work-dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the fast part of `glsmamba check-data` run before training")
     parser.set_defaults(func=run)
     return parser
 
@@ -28,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from glsmamba.engine.config import load_config, resolve_config_path
     config = load_config(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / resolve_config_path(args.config).stem)
+    if not args.no_check and preflight_fails(config, work_dir, resolve_config_path(args.config)):
+        return 2
     try:
         result = api.train(config, work_dir, resume=args.resume, overwrite=args.overwrite,
                            progress=not args.no_progress)
@@ -40,6 +44,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         du.cleanup()
     return 0
+
+
+def preflight_fails(config: dict, work_dir: Path, source: Path) -> bool:
+    """The fast part of ``glsmamba check-data`` (glsmamba/preflight.py); prints what it found
+    beyond "ok" and returns True when a run would fail, before anything is trained."""
+    from glsmamba.preflight import run_checks
+    report = run_checks(config, work_dir, fast=True, progress=False, source=source)
+    notes = [f for f in report.findings if f.level in ("warning", "fatal")]
+    for finding in notes:
+        print(f"check-data: {finding.level}: {finding.topic}: {finding.text}")
+    if report.exit_code == 2:
+        print(f"glsmamba train: not started: {len(report.fatal())} fatal finding(s) above "
+              f"(glsmamba check-data {source.stem} shows the whole report; --no-check skips it)")
+        return True
+    return False
 
 
 def checkpoint_summary(work_dir: Path, best: float | None, metric: str | None) -> str:

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from glsmamba.data.codec import HeatmapCodec
 from glsmamba.data.metainfo import DatasetInfo, load_metainfo
 from glsmamba.data.sample import PoseSample
+from glsmamba.data.windows import WINDOWS, check_window, target_index  # noqa: F401 (re-export)
 from glsmamba.data.transforms import (MEAN_RGB, STD_RGB, BoxToCenterScale, ClipAffine, Compose,
                                       GenerateTarget, LoadClip, NormalizeToTensor, RandomFlip,
                                       RandomHalfBody, RandomScaleRotation)
@@ -31,12 +32,16 @@ class ClipDataset(Dataset):
 
     The parsers already put their data root into the samples' paths; ``data_root`` here is
     for samples built elsewhere with relative paths (:class:`LoadClip` joins it; an absolute
-    path is kept as is).
+    path is kept as is). ``window`` (:data:`~glsmamba.data.windows.WINDOWS`) is the one
+    the parser built the clips with: the estimated frame is the centre one (``"centered"``)
+    or the last one (``"causal"``).
     """
 
     def __init__(self, samples: Sequence[PoseSample], pipeline: Callable[[dict], dict],
-                 data_root: str | None = None, seed: int | None = None):
+                 data_root: str | None = None, seed: int | None = None,
+                 window: str = "centered"):
         self.samples = list(samples)
+        self.window = check_window(window)
         self.pipeline = pipeline
         self.data_root = data_root
         self.seed = seed
@@ -65,6 +70,7 @@ class ClipDataset(Dataset):
             "bbox_score": float(sample.bbox_score),
             "index": index,
             "rng": self._rng(index),
+            "target_index": target_index(len(sample.frame_paths), self.window),
             # (W, H) of the centre frame as its image record says (None when not recorded)
             "expected_size": (sample.extra or {}).get("image_size"),
         }

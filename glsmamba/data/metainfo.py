@@ -14,13 +14,6 @@ import numpy as np
 from glsmamba.errors import ConfigError, DataError
 
 METAINFO_DIR = Path(__file__).resolve().parent / "metainfo"
-ALIASES = {
-    "posetrack18": "posetrack",
-    "posetrack17": "posetrack",
-    "posetrack21": "posetrack",
-    "sub_jhmdb": "jhmdb",
-    "subjhmdb": "jhmdb",
-}
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,7 @@ def _resolve_path(name_or_path: str | Path) -> Path:
         if not path.is_file():
             raise ConfigError(f"metainfo file not found: {path}")
         return path
-    name = ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
+    name = str(name_or_path).lower()
     path = METAINFO_DIR / f"{name}.json"
     if not path.is_file():
         raise ConfigError(
@@ -101,8 +94,8 @@ def _per_joint(raw: dict, key: str, num_joints: int, default: float, path: Path)
 
 
 def load_metainfo(name_or_path: str | Path) -> DatasetInfo:
-    """Load a bundled metainfo by name (``posetrack``, ``jhmdb``, aliases like ``posetrack18``)
-    or any JSON file with the same keys."""
+    """Load a bundled metainfo by name (``posetrack``, ``jhmdb``) or any JSON file with the
+    same keys. A dataset type names its own (``PoseDataset.default_metainfo``)."""
     path = _resolve_path(name_or_path)
     try:
         raw = json.loads(path.read_text())

@@ -7,7 +7,7 @@ Each transform is a small callable ``results -> results`` on a plain dict. Keys 
   ``bbox_score``, ``index``, ``rng`` (``np.random.Generator``, random transforms draw only
   from it so a seeded generator gives the same clip every time);
 * ``frames`` (list of T (H, W, 3) uint8 RGB images; repeated clamped frames share one array),
-  ``image_size`` (W, H) of the centre frame;
+  ``image_size`` (W, H) of the estimated frame (``target_index``; default the centre);
 * ``center`` (2,), ``scale`` (2,) crop size in image pixels, ``rotation`` degrees,
   ``flipped`` bool; ``keypoints`` stay in (flipped) image pixels until :class:`ClipAffine`
   maps them to crop pixels and stores the 2x3 ``affine``;
@@ -192,13 +192,14 @@ class LoadClip:
             frames.append(cache[full])
             paths.append(full)
         results["frames"] = frames
-        centre = frames[len(frames) // 2]
+        target = results.get("target_index", len(frames) // 2)   # the estimated frame
+        centre = frames[target]
         results["image_size"] = (centre.shape[1], centre.shape[0])
         expected = results.get("expected_size")     # (W, H) from the annotation's image record
         if expected is not None and tuple(int(v) for v in expected) != results["image_size"]:
             raise DataError(f"image is {results['image_size'][0]}x{results['image_size'][1]} but "
                             f"its annotation says {int(expected[0])}x{int(expected[1])}",
-                            paths[len(paths) // 2], record)
+                            paths[target], record)
         for frame, full in zip(frames, paths):       # one affine crops every frame of the clip
             if frame.shape[:2] != centre.shape[:2]:
                 raise DataError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the clip's centre "
@@ -234,9 +235,60 @@ def image_problem(data: bytes, name: str = "") -> str | None:
     return None
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000       # 100 megapixels: 4x an 8K frame
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) decoded: ``GLSMAMBA_MAX_IMAGE_PIXELS`` or 100 M."""
+    text = os.environ.get("GLSMAMBA_MAX_IMAGE_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"GLSMAMBA_MAX_IMAGE_PIXELS must be a positive whole number, got {text!r}")
+    return value
+
+
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) an encoded PNG (IHDR) or JPEG (SOF segment) declares, read from its
+    header without decoding; None for other formats or when the header cannot be found."""
+    import struct
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if not data.startswith(JPEG_SOI):
+        return None
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:                       # fill byte
+            position += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            position += 2
+            continue
+        (length,) = struct.unpack(">H", data[position + 2:position + 4])
+        if marker in _JPEG_SOF and position + 9 <= len(data):
+            height, width = struct.unpack(">HH", data[position + 5:position + 9])
+            return width, height
+        if marker == 0xDA or length < 2:         # scan data before any frame header
+            return None
+        position += 2 + length
+    return None
+
+
 def read_image(path: str, record: str | None = None, to_rgb: bool = True) -> np.ndarray:
     """Decode an image file (H, W, 3) uint8; a missing, unreadable, truncated or
-    undecodable file is a DataError naming it."""
+    undecodable file, or one whose header declares more than :func:`max_image_pixels`
+    pixels (refused before decoding), is a DataError naming it."""
     if not os.path.isfile(path):
         raise DataError("image file not found", path, record)
     try:
@@ -247,6 +299,11 @@ def read_image(path: str, record: str | None = None, to_rgb: bool = True) -> np.
     problem = image_problem(data, path)
     if problem:
         raise DataError(problem, path, record)
+    size = image_dimensions(data)
+    if size is not None and size[0] * size[1] > max_image_pixels():
+        raise DataError(f"image header declares {size[0]}x{size[1]} pixels, more than the limit "
+                        f"of {max_image_pixels()} (GLSMAMBA_MAX_IMAGE_PIXELS); not decoded",
+                        path, record)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError("cannot decode image (corrupt or unsupported format)", path, record)
@@ -265,7 +322,9 @@ class BoxToCenterScale:
         if box.shape != (4,) or box[2] <= 0 or box[3] <= 0:
             paths = results.get("frame_paths") or ["<no image>"]
             raise DataError(f"box must be (x, y, w, h) with positive size, got {box.tolist()}",
-                            str(paths[len(paths) // 2]), f"sample {results.get('index', '?')}")
+                            str(paths[min(results.get("target_index", len(paths) // 2),
+                                          len(paths) - 1)]),
+                            f"sample {results.get('index', '?')}")
         results["center"], results["scale"] = box_to_center_scale(box, self.aspect_ratio, self.padding)
         results.setdefault("rotation", 0.0)
         results.setdefault("flipped", False)

@@ -1,6 +1,7 @@
 """High-level entry points used by the CLI and the demo: train, evaluate, infer."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Callable
@@ -81,7 +82,8 @@ def build_shared_cache(config: dict, folder: Path) -> Path:
         train_set = build_split(config, model, "train").clips
         val_set = build_split(config, model, "val", with_target=False).clips
         _cached(config, model, folder, train_set, val_set, lambda *_: None, False)
-        (folder / "built").write_text("ok")
+        from glsmamba.fileio import atomic_write_text
+        atomic_write_text(folder / "built", "ok")
     return folder / "feature_cache"
 
 
@@ -93,15 +95,66 @@ def link_feature_cache(work_dir: Path, cache_dir: Path) -> None:
         link.symlink_to(Path(cache_dir).resolve(), target_is_directory=True)
 
 
-def evaluate(config: dict, checkpoint: str | os.PathLike, boxes: str | None = None,
+def config_for_eval(checkpoint: str | os.PathLike, config: str | os.PathLike | dict | None = None,
+                    overrides: list[str] | None = None, log: Callable = print) -> dict:
+    """The config that scores ``checkpoint``.
+
+    Without ``config``: the one stored with the checkpoint by its run (as ``infer``).
+    With ``config`` (a bundled name, a path or a dict): its data and evaluation settings,
+    but the model of the run that wrote the checkpoint (its ``model`` table and clip:
+    ``data.delta``, ``data.window``), so that a config naming another preset cannot fail
+    with missing keys; a one-line note says so when the two differ. ``overrides`` are
+    ``key=value`` items (``--set``) applied to the config.
+    """
+    from glsmamba.engine.checkpoint import load_checkpoint
+    from glsmamba.engine.builder import checkpoint_config as config_for
+    if config is None:
+        return config_for(checkpoint, None, overrides)
+    if isinstance(config, dict):
+        chosen = copy.deepcopy(config)
+    else:
+        from glsmamba.engine.config import load_config
+        chosen = load_config(config, list(overrides or []))
+    _, meta, path = load_checkpoint(checkpoint)
+    if "config" not in meta:
+        return chosen
+    run = config_for(path)
+    clip_keys = [key for key in ("delta", "window") if key in run["data"]]
+    if _model_line(chosen) != _model_line(run) or any(
+            chosen["data"].get(key) != run["data"][key] for key in clip_keys):
+        log(f"note: {path} was trained as {_model_line(run)}; scoring that model (the config "
+            f"says {_model_line(chosen)}) with the config's data and evaluation settings")
+    pretrained = chosen["model"].get("pretrained")      # the config's encoder file wins
+    chosen["model"] = copy.deepcopy(run["model"])
+    if pretrained:
+        chosen["model"]["pretrained"] = pretrained
+    chosen["data"].update({key: run["data"][key] for key in clip_keys})
+    return chosen
+
+
+def _model_line(config: dict) -> str:
+    """``preset (overrides), T = n`` of a config."""
+    model = config["model"]
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(model["overrides"].items()))
+    frames = 2 * config["data"]["delta"] + 1
+    return f"{model['name']}{f' ({overrides})' if overrides else ''}, T = {frames}"
+
+
+def evaluate(config: dict | None, checkpoint: str | os.PathLike, boxes: str | None = None,
              flip: bool | None = None, out_dir: str | os.PathLike | None = None,
-             progress: bool = True, log: Callable = print, protocol: str | None = None):
+             progress: bool = True, log: Callable = print, protocol: str | None = None,
+             overwrite: bool = False):
     """Score a checkpoint on the val split; returns (metrics, evaluator).
 
     ``protocol`` (gt | dcpose | mmpose) defaults to eval.protocol; ``boxes="gt"`` is the
-    legacy spelling of ``protocol="gt"``.
+    legacy spelling of ``protocol="gt"``. ``config=None``: the one stored with the
+    checkpoint (see :func:`config_for_eval`). Predictions go to ``out_dir`` (default: inside
+    the evaluated run); a folder glsmamba did not write is replaced only with ``overwrite``,
+    and never an input.
     """
     du.init_distributed()
+    if config is None:                     # the config stored with the checkpoint
+        config = config_for_eval(checkpoint, log=log)
     chosen = resolve_protocol(config, protocol, boxes)
     model = build_model(config, log, for_training=False)
     meta = load_for_eval(model, checkpoint, config)
@@ -109,12 +162,27 @@ def evaluate(config: dict, checkpoint: str | os.PathLike, boxes: str | None = No
     model.to(device)
     split = split_for_protocol(config, model, chosen)
     if out_dir is None:
-        out_dir = Path(checkpoint).resolve().parent / f"predictions_{chosen.name}"
+        from glsmamba.outputs import default_prediction_dir
+        out_dir = default_prediction_dir(checkpoint, chosen.name)
     evaluator = Evaluator(config, split, out_dir=Path(out_dir), flip=flip, progress=progress,
                           protocol=chosen)
     evaluator.checkpoint = checkpoint_label(checkpoint, meta)
+    evaluator.overwrite = overwrite
+    evaluator.inputs += _checkpoint_files(checkpoint)
+    if evaluator.metric.uses_protocol:         # refuse a bad target before predicting
+        from glsmamba.evaluation.writer import check_prediction_target
+        check_prediction_target(Path(out_dir), [f"{n}.json" for n in split.parsed.videos],
+                                overwrite, evaluator.inputs)
     metrics = evaluator(model)
     return metrics, evaluator
+
+
+def _checkpoint_files(checkpoint: str | os.PathLike) -> list[Path]:
+    """The checkpoint's files (weights, JSON, state) and its run folder's config."""
+    from glsmamba.engine.checkpoint import resolve_checkpoint
+    path = resolve_checkpoint(checkpoint)
+    return [path, path.with_suffix(".json"), path.with_name(f"{path.stem}_state.pt"),
+            path.parent / "config.toml"]
 
 
 def checkpoint_label(checkpoint: str | os.PathLike, meta: dict) -> str:
@@ -134,10 +202,5 @@ def checkpoint_label(checkpoint: str | os.PathLike, meta: dict) -> str:
 
 def format_result(evaluator: Evaluator, title: str, markdown: bool = False) -> str:
     """The metric table with the evaluation protocol line under it."""
-    if evaluator.is_jhmdb:
-        from glsmamba.evaluation import format_pck_table
-        table = format_pck_table(evaluator.last_result, title=title, markdown=markdown)
-    else:
-        from glsmamba.evaluation import format_table
-        table = format_table(evaluator.last_result, title=title, markdown=markdown)
+    table = evaluator.metric.format_table(evaluator.last_result, title=title, markdown=markdown)
     return f"{table.rstrip()}\n{evaluator.describe()}"

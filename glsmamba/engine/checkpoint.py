@@ -69,7 +69,7 @@ def recover_interrupted(folder: str | os.PathLike) -> list[str]:
             continue
         for tmp_name, final_name in moves:
             tmp = folder / str(tmp_name)
-            if "/" in str(tmp_name) + str(final_name) or not tmp.is_file():
+            if "/" in str(tmp_name) + str(final_name) or tmp.is_symlink() or not tmp.is_file():
                 continue
             try:
                 os.replace(tmp, folder / str(final_name))
@@ -259,6 +259,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 raise CheckpointError(f"{meta_path}: malformed JSON: {err}") from None
             if not isinstance(meta, dict):
                 raise CheckpointError(f"{meta_path}: expected a JSON object")
+            check_meta_types(meta, meta_path)
         weights_set = _safetensors_metadata(data).get(SET_KEY)
         if weights_set is None or "set_id" not in meta or weights_set == meta["set_id"]:
             return tensors, meta, resolved
@@ -269,6 +270,37 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"{meta['set_id']}) come from different checkpoint writes; the set is "
             "inconsistent (files copied or replaced by hand?)")
     raise AssertionError("unreachable")
+
+
+# the type each known key of a checkpoint JSON must have (None is allowed for all)
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,), "epoch": (int,), "step": (int,), "step_in_epoch": (int,),
+    "metrics": (dict,), "best": (int, float), "metric_key": (str,), "world_size": (int,),
+    "train_samples": (int,), "omitted_keys": (list,), "format": (str,), "set_id": (str,),
+    "has_state": (bool,),
+}
+
+
+def check_meta_types(meta: dict, path: str | os.PathLike) -> None:
+    """CheckpointError naming the first key of a checkpoint JSON whose value has the wrong
+    type (a number as text, a list for an integer ...)."""
+    for key, types in META_TYPES.items():
+        value = meta.get(key)
+        if value is None:
+            continue
+        wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if not wrong and int in types and isinstance(value, int) and float not in types:
+            wrong = value < 0 and key != "best"
+        if wrong:
+            names = " or ".join("object" if t is dict else "list" if t is list else t.__name__
+                                for t in types)
+            raise CheckpointError(f"{path}: {key!r} must be {names}"
+                                  f"{' (>= 0)' if int in types else ''}, got {value!r:.80}")
+    if "omitted_keys" in meta and not all(isinstance(k, str) for k in meta["omitted_keys"] or []):
+        raise CheckpointError(f"{path}: 'omitted_keys' must list tensor names (strings)")
+    metrics = meta.get("metrics") or {}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+        raise CheckpointError(f"{path}: 'metrics' must map names to numbers")
 
 
 def load_model_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
@@ -293,6 +325,14 @@ def load_model_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
             problems.append(f"{len(keys)} {title}: {shown}")
     if problems:
         raise CheckpointError(f"{path}: checkpoint does not match the model: " + "; ".join(problems))
+    retyped = sorted(f"{k}: {str(tensors[k].dtype).replace('torch.', '')} in the checkpoint, "
+                     f"{str(state[k].dtype).replace('torch.', '')} in the model"
+                     for k in tensors if k in state and state[k].is_floating_point()
+                     and not tensors[k].is_floating_point())
+    if retyped:
+        raise CheckpointError(f"{path}: {len(retyped)} float tensor(s) stored as integers "
+                              f"(e.g. {retyped[0]}): the weights were truncated; this is not "
+                              "a usable checkpoint")
     bad = [k for k, t in tensors.items()
            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
@@ -345,6 +385,7 @@ def remove_stale_tmp(work_dir: str | os.PathLike,
                      predicate: Callable[[Path], bool] | None = None) -> None:
     """Finish interrupted checkpoint writes, then delete temporary files a killed run left."""
     recover_interrupted(work_dir)
-    for tmp in Path(work_dir).glob(".*.tmp*"):
-        if predicate is None or predicate(tmp):
+    stale = [p for pattern in (".*.tmp*", ".*.partial.*") for p in Path(work_dir).glob(pattern)]
+    for tmp in stale:
+        if (predicate is None or predicate(tmp)) and (tmp.is_symlink() or not tmp.is_dir()):
             tmp.unlink(missing_ok=True)

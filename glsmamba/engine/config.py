@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from glsmamba.data.windows import WINDOWS
 from glsmamba.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -23,12 +24,13 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {
         "name": "glsmamba-tiny",
-        "pretrained": "",        # official ViTPose checkpoint for the encoder ("" = none)
+        "pretrained": "",        # encoder weights: .pth / .safetensors / HF folder / hf://OWNER/NAME ("" = none)
+        "random_encoder_ok": False,  # allow a frozen encoder without weights (synthetic data, tests)
         "init_from": "",         # a glsmamba checkpoint to start from ("" = none)
         "overrides": {},         # create_model keyword arguments
     },
     "data": {
-        "type": "posetrack18",   # posetrack18 | posetrack17 | posetrack21 | jhmdb
+        "type": "posetrack18",   # a registered dataset: `glsmamba.data.datasets.list_datasets()`
         "root": "${GLSMAMBA_DATA:-data}/posetrack18",
         "train_ann": "annotations/train",
         "val_ann": "annotations/val",
@@ -36,6 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "det_score_thr": 0.0,
         "split": 1,              # Sub-JHMDB split (1..3)
         "delta": 2,              # clip = frames t-delta .. t+delta
+        "window": "centered",    # centered (t-delta..t+delta) | causal (t-2delta..t: online, no delay)
         "sigma": 2.0,            # Gaussian target sigma at heatmap resolution
         "udp": False,            # unbiased data processing (crop, targets, decoding, flip); on for ViTPose encoders
         "batch_size": 32,
@@ -46,6 +49,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "half_body_upper_prob": 0.5,   # P(upper body first); HRNet / DCPose: 0.6915 (randn < 0.5)
         "max_train_samples": 0,  # 0 = all (for quick runs)
         "max_val_samples": 0,
+        "allow_outside_root": False,  # read images an annotation places outside data.root
     },
     "train": {
         "epochs": 20,
@@ -66,19 +70,67 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {
         "flip_test": True,
         "decode": "quarter",     # quarter | dark
-        "protocol": "gt",        # gt | dcpose | mmpose: person boxes, scores, NMS (docs/EVALUATION.md)
+        "protocol": "gt",        # a registered protocol (evaluation/protocols.py): boxes, scores, NMS (docs/EVALUATION.md)
         "boxes": "gt",           # legacy: "detections" needs a detected-box eval.protocol
+    },
+    "track": {                   # inference tracking (glsmamba/inference/tracker.py, docs/USAGE.md)
+        "method": "pose",        # pose (IoU + OKS + constant velocity, two stages) | iou (greedy box IoU)
+        "iou_weight": 0.5,       # cost = (iou_weight (1 - IoU) + oks_weight (1 - OKS)) / sum of weights
+        "oks_weight": 0.5,
+        "max_cost": 0.8,         # pairs costing more never match
+        "high_score": 0.5,       # box score of the first stage; only these start tracks
+        "low_score": 0.1,        # second stage (continue tracks only) down to this box score
+        "max_age": 8,            # frames an unmatched track survives
+        "momentum": 0.6,         # weight of the old velocity when it is re-estimated
+        "keypoint_thr": 0.3,     # joints below this score are left out of OKS
     },
 }
 
 CHOICES = {
-    ("data", "type"): {"posetrack18", "posetrack17", "posetrack21", "jhmdb"},
     ("train", "amp"): {"auto", "bf16", "fp16", "off"},
     ("eval", "decode"): {"quarter", "dark"},
     ("eval", "boxes"): {"gt", "detections"},
-    ("eval", "protocol"): {"gt", "dcpose", "mmpose"},
     ("data", "half_body_center"): {"extent", "mean"},
+    ("data", "window"): set(WINDOWS),
 }
+
+
+
+def _dataset_types() -> list[str]:
+    from glsmamba.data.datasets import list_datasets
+    return list_datasets()
+
+
+def _protocols() -> list[str]:
+    from glsmamba.evaluation.protocols import list_protocols
+    return list_protocols()
+
+
+def _trackers() -> list[str]:
+    from glsmamba.inference.tracker import TRACKERS
+    return list(TRACKERS)
+
+
+def _model_names() -> list[str]:
+    from glsmamba.models import list_models
+    return [name for name, _ in list_models()]
+
+
+# choices owned by a registry, read when a value is checked (a parser, protocol or preset
+# registered by a plugin or a test is selectable without editing this file)
+REGISTRY_CHOICES = {
+    ("data", "type"): _dataset_types,
+    ("eval", "protocol"): _protocols,
+    ("model", "name"): _model_names,
+    ("track", "method"): _trackers,
+}
+
+
+def choices_for(section: str, key: str) -> set | None:
+    """The allowed values of ``section.key``, or None when any value of its type is."""
+    source = REGISTRY_CHOICES.get((section, key))
+    return set(source()) if source is not None else CHOICES.get((section, key))
+
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
 
@@ -123,9 +175,14 @@ def load_config(name_or_path: str | os.PathLike, overrides: list[str] | None = N
     """Load a config, merge it over :data:`DEFAULTS`, apply ``key=value`` overrides."""
     path = resolve_config_path(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); a TOML config must be "
+                          "saved as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config: {err.strerror or err}") from None
     config = merge_config(raw, source=str(path))
     for item in overrides or []:
         apply_override(config, item)
@@ -165,7 +222,7 @@ def _checked(section: str, key: str, value: Any, source: str) -> Any:
     if not ok:
         raise ConfigError(f"{source}: {section}.{key} must be {type(default).__name__}, "
                           f"got {value!r}")
-    choices = CHOICES.get((section, key))
+    choices = choices_for(section, key)
     if choices and value not in choices:
         raise ConfigError(f"{source}: {section}.{key} = {value!r} is not one of {sorted(choices)}")
     _check_range(section, key, value, source)
@@ -188,7 +245,7 @@ RANGES: dict[tuple[str, str], tuple[float, bool, float | None]] = {
     ("train", "gamma"): (0, False, None),
     ("train", "weight_decay"): (0, True, None),
     ("train", "grad_clip"): (0, True, None),
-    ("train", "seed"): (0, True, None),
+    ("train", "seed"): (0, True, 2 ** 63 - 1),      # what torch and numpy generators take
     ("train", "log_interval"): (0, True, None),
     ("train", "val_interval"): (0, True, None),
     ("train", "max_steps"): (0, True, None),
@@ -214,6 +271,36 @@ def _check_range(section: str, key: str, value: Any, source: str) -> None:
     if value < low or (value == low and not inclusive) or (high is not None and value > high):
         wanted = (f">= {low}" if inclusive else f"> {low}") + (f" and <= {high}" if high is not None else "")
         raise ConfigError(f"{name} is out of range (must be {wanted})")
+
+
+class Section:
+    """One config section as attributes (``data.delta``), read-only: what a part needs
+    without the whole dict. A key the config lacks reads its :data:`DEFAULTS` value (a
+    config written before the key existed); an unknown key is an AttributeError."""
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: dict):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        if key in DEFAULTS.get(self._name, {}):
+            return copy.deepcopy(DEFAULTS[self._name][key])
+        raise AttributeError(f"config section [{self._name}] has no key {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"config section [{self._name}] is read-only")
+
+    def __repr__(self) -> str:
+        return f"Section({self._name!r}, {self._values!r})"
+
+
+def section(config: dict, name: str) -> Section:
+    """``config[name]`` as a read-only :class:`Section` (``section(config, "data").delta``)."""
+    return Section(name, config.get(name, {}))
 
 
 def validate_config(config: dict, source: str = "config") -> dict:

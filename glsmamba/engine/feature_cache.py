@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from glsmamba.engine import distributed as du
-from glsmamba.fileio import atomic_write_bytes
+from glsmamba.fileio import atomic_write_bytes, commit_file
 from glsmamba.errors import DataError
 
 FIELDS = ("heatmaps", "target_weight", "center", "scale", "rotation", "flipped", "bbox_score",
@@ -141,22 +141,30 @@ class FeatureCacheDataset(Dataset):
         was_training = model.training
         model.eval()
         arrays: dict[str, np.ndarray] = {}
+        temps: dict[str, Path] = {}          # name -> exclusive temporary file, renamed at the end
         count, start = len(self.dataset), 0
-        with torch.no_grad():
-            for batch in _maybe_progress(loader, progress):
-                feats = model.encode(batch["clip"].to(device)).float().cpu()   # (B, T, C, h, w)
-                values = {"feats": feats.numpy().astype(self.dtype)}
-                values.update({n: np.asarray(batch[n]) for n in FIELDS if n in batch})
-                for name, value in values.items():
-                    if name not in arrays:
-                        arrays[name] = np.lib.format.open_memmap(
-                            self.folder / f"{name}.npy", mode="w+", dtype=value.dtype,
-                            shape=(count, *value.shape[1:]))
-                        _reserve(self.folder / f"{name}.npy")
-                    arrays[name][start:start + len(value)] = value
-                start += len(feats)
-        for array in arrays.values():
-            array.flush()
+        try:
+            with torch.no_grad():
+                for batch in _maybe_progress(loader, progress):
+                    feats = model.encode(batch["clip"].to(device)).float().cpu()  # (B, T, C, h, w)
+                    values = {"feats": feats.numpy().astype(self.dtype)}
+                    values.update({n: np.asarray(batch[n]) for n in FIELDS if n in batch})
+                    for name, value in values.items():
+                        if name not in arrays:
+                            temps[name] = _exclusive_temp(self.folder / f"{name}.npy")
+                            arrays[name] = np.lib.format.open_memmap(
+                                temps[name], mode="w+", dtype=value.dtype,
+                                shape=(count, *value.shape[1:]))
+                            _reserve(temps[name], self.folder / f"{name}.npy")
+                        arrays[name][start:start + len(value)] = value
+                    start += len(feats)
+            for name, array in arrays.items():
+                array.flush()
+                commit_file(temps[name], self.folder / f"{name}.npy")
+        except BaseException:
+            for temp in temps.values():
+                temp.unlink(missing_ok=True)
+            raise
         model.train(was_training)
         manifest = {"count": count, "dtype": self.dtype, "fields": sorted(arrays),
                     "content": self.stamp}
@@ -193,7 +201,16 @@ class FeatureCacheDataset(Dataset):
         return {**self.__dict__, "_arrays": {}}
 
 
-def _reserve(path: Path) -> None:
+def _exclusive_temp(path: Path) -> Path:
+    """A new empty file beside ``path`` under a random name (created exclusively, so a
+    link planted at any name is never written through)."""
+    from glsmamba.fileio import create_exclusive, temp_sibling
+    temp = temp_sibling(path)
+    create_exclusive(temp).close()
+    return temp
+
+
+def _reserve(path: Path, shown: Path | None = None) -> None:
     """Allocate the whole memory-mapped file now: a full disk is then a clear error here,
     not a SIGBUS while the features are written."""
     size = path.stat().st_size
@@ -207,7 +224,7 @@ def _reserve(path: Path) -> None:
             return                         # the filesystem cannot reserve space: go on
         raise DataError(f"cannot reserve {size / 2 ** 30:.2f} GiB for the feature cache: "
                         f"{err.strerror or err}; free space or set train.cache_features = "
-                        "false", str(path)) from None
+                        "false", str(shown or path)) from None
 
 
 def _maybe_progress(loader, enabled: bool):

@@ -1,55 +1,56 @@
 """Optimiser parameter groups: weight decay on weights only, as timm and Mamba train.
 
-A trainable parameter gets **no weight decay** when any of these holds:
+The model says what skips weight decay (timm's convention): a trainable parameter gets
+**no weight decay** when
 
-1. it has one dimension or none (biases, norm scales and shifts, ``D``, LayerScale);
-2. its name ends in ``bias`` (``.bias``, and the per-path ``dt_proj_bias``: Mamba's
-   ``dt_proj.bias``, a 1-D bias there);
-3. it carries ``_no_weight_decay = True`` (Mamba's flag, set on ``A_log`` and ``D``);
-4. it belongs to a normalisation layer or an ``nn.Embedding``;
-5. it is an embedding held directly by a module (not a Linear / Conv weight): a name
-   with ``embed`` or ``token`` in its module path or its own name (``pos_embed``,
-   ``cls_token``, the temporal embedding ``embed.temporal``), or one listed by the
-   model's ``no_weight_decay()`` (timm's convention).
+1. the model lists it in ``model.no_weight_decay()`` (full names; GLSMamba's lists what
+   its submodules list in theirs: the ViT ``pos_embed``, the temporal embedding, the S6
+   ``dt_proj_bias`` / ``A_log`` / ``D``); a model without the method: what its submodules
+   list (:func:`~glsmamba.models.layers.collect_no_weight_decay`);
+2. it carries ``_no_weight_decay = True`` (Mamba's flag, set on ``A_log`` and ``D``);
+3. it has one dimension or none (biases, norm scales and shifts, ``D``, LayerScale);
+4. it belongs to a normalisation layer or an ``nn.Embedding``.
 
 Everything else (Linear / Conv / deformable-conv kernels, the S6 ``x_proj`` and
-``dt_proj`` weights) decays with ``train.weight_decay``.
+``dt_proj`` weights) decays with ``train.weight_decay``. No rule reads parameter names.
 """
 from __future__ import annotations
 
 from torch import nn
 
+from glsmamba.models.layers import collect_no_weight_decay
+
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
-_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding) + _NORMS
 
 
 def no_weight_decay_reason(name: str, param: nn.Parameter, owner: nn.Module,
                            listed: set[str] = frozenset()) -> str | None:
     """Why ``param`` (called ``name`` in the model, held by ``owner``) is exempt from
-    weight decay, or None when it decays."""
-    leaf = name.rsplit(".", 1)[-1]
-    if name in listed or leaf in listed:
-        return "listed by model.no_weight_decay()"
+    weight decay, or None when it decays. ``listed``: the model's ``no_weight_decay()``."""
     if getattr(param, "_no_weight_decay", False):
         return "_no_weight_decay flag"
+    if name in listed:
+        return "listed by model.no_weight_decay()"
     if param.ndim <= 1:
         return "1-D (bias / norm / D)"
-    if leaf.endswith("bias"):
-        return "bias"
     if isinstance(owner, _NORMS):
         return "normalisation layer"
     if isinstance(owner, nn.Embedding):
         return "embedding"
-    if not isinstance(owner, _LAYERS) and any(key in name for key in ("embed", "token")):
-        return "embedding"
     return None
+
+
+def listed_no_weight_decay(model: nn.Module) -> set[str]:
+    """``model.no_weight_decay()`` (full names), else what its submodules list."""
+    listed = getattr(model, "no_weight_decay", None)
+    return set(listed()) if callable(listed) else collect_no_weight_decay(model)
 
 
 def split_decay(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]],
                                            list[tuple[str, nn.Parameter, str]]]:
     """(decayed (name, parameter), exempt (name, parameter, reason)) over the trainable
     parameters, each parameter once (under its first name)."""
-    listed = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    listed = listed_no_weight_decay(model)
     decay: list[tuple[str, nn.Parameter]] = []
     exempt: list[tuple[str, nn.Parameter, str]] = []
     seen: set[int] = set()

@@ -22,11 +22,12 @@ import math
 import os
 import random
 import signal
+import stat
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,10 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from glsmamba.data.clip_dataset import worker_init_fn
 from glsmamba.engine import distributed as du
 from glsmamba.engine.checkpoint import (load_train_state, recover_interrupted, remove_stale_tmp,
                                        save_checkpoint)
 from glsmamba.engine.config import dump_config
+from glsmamba.fileio import LockHeld, acquire_lock, atomic_write_text, create_exclusive, temp_sibling
 from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError
 
 RUN_FILES = ("log.jsonl", "config.toml", "last.safetensors", "last.json", "last_state.pt",
@@ -76,15 +79,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def worker_seed_fn(base_seed: int) -> Callable[[int], None]:
-    """Seed python/numpy/torch in each DataLoader worker from the loader's seed."""
-    def init(worker_id: int) -> None:
-        seed = (torch.initial_seed() + worker_id) % (2 ** 32)
-        random.seed(seed)
-        np.random.seed(seed)
-    return init
 
 
 class ModelStep(nn.Module):
@@ -172,8 +166,9 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
     A work dir that is a file, cannot be created or is not writable is a ConfigError; so is
     ``--resume`` with ``config`` values that cannot change on resume."""
     work_dir = Path(work_dir)
-    if work_dir.exists() and not work_dir.is_dir():
+    if work_dir.is_symlink() or (work_dir.exists() and not work_dir.is_dir()):
         raise ConfigError(f"{work_dir}: the work dir exists and is not a folder")
+    lock_work_dir(work_dir)
     if resume and work_dir.is_dir():
         try:
             recover_interrupted(work_dir)      # a checkpoint write killed mid-rename
@@ -189,7 +184,8 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
         if not overwrite:
             raise ConfigError(f"{work_dir} already holds a run ({', '.join(existing)}); "
                               "use --resume to continue it or --overwrite to start again")
-        stale = list(work_dir.glob(".*.commit")) + list(work_dir.glob(".*.tmp*"))
+        stale = [p for pattern in (".*.commit", ".*.tmp*", ".*.partial.*")
+                 for p in work_dir.glob(pattern)]
         for name in [p.name for p in stale] + existing:   # the feature cache stays: its key
             try:                                           # says whether it is valid
                 (work_dir / name).unlink()
@@ -198,8 +194,8 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
                                   f"{err.strerror or err}") from None
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
-        probe = work_dir / f".write_test.tmp{os.getpid()}"
-        probe.write_bytes(b"")
+        probe = temp_sibling(work_dir / "write_test")
+        create_exclusive(probe).close()
         probe.unlink()
     except OSError as err:
         raise ConfigError(f"{work_dir}: the work dir cannot be created or written: "
@@ -207,13 +203,46 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
     return work_dir
 
 
+LOCK_FILE = ".glsmamba.lock"
+_LOCKS: dict[str, object] = {}
+
+
+def lock_work_dir(work_dir: str | os.PathLike) -> None:
+    """Hold ``WORK_DIR/.glsmamba.lock`` for this process (created if needed): a second
+    process training into the same work dir gets a ConfigError naming the holder's pid.
+    The lock dies with its process, so a killed run's lock file is simply taken over."""
+    work_dir = Path(work_dir)
+    key = str(work_dir.resolve())
+    if key in _LOCKS:
+        return
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _LOCKS[key] = acquire_lock(work_dir / LOCK_FILE)
+    except LockHeld as held:
+        raise ConfigError(
+            f"{work_dir}: another process (pid {held.pid or 'unknown'}) is training into this "
+            f"work dir (lock file {held.path}); wait for it to finish or use another "
+            "--work-dir") from None
+    except OSError as err:
+        raise ConfigError(f"{work_dir}: the work dir cannot be created or written: "
+                          f"{err.strerror or err}") from None
+
+
+def unlock_work_dir(work_dir: str | os.PathLike) -> None:
+    """Release the lock :func:`lock_work_dir` took (no-op when not held)."""
+    handle = _LOCKS.pop(str(Path(work_dir).resolve()), None)
+    if handle is not None:
+        handle.close()
+
+
 class JsonLogger:
     """Append-only JSON lines (+ TensorBoard scalars when it is installed)."""
 
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled
-        self.tb = None
+        self.tb = self.handle = None
         if enabled:
+            self.handle = open_log(path)
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(path.parent / "tensorboard"))
@@ -223,8 +252,8 @@ class JsonLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.handle.write((json.dumps(record) + "\n").encode("utf-8"))
+        self.handle.flush()
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -234,6 +263,37 @@ class JsonLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.handle is not None:
+            self.handle.close()
+
+
+def check_batch_fits(samples: int, batch_size: int, world_size: int = 1) -> None:
+    """ConfigError when the training split is smaller than one batch (batches are complete,
+    so no optimiser step would ever run)."""
+    if samples < batch_size * world_size:
+        per = f" x {world_size} processes" if world_size > 1 else ""
+        raise ConfigError(
+            f"data.batch_size = {batch_size}{per} is larger than the training split "
+            f"({samples} samples): not one optimiser step would run; lower data.batch_size")
+
+
+def open_log(path: Path):
+    """``path`` opened for appending, created exclusively when new; a link or a file with
+    other hard links at that name is refused (never written through)."""
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            fd = os.open(path, flags)
+        info = os.fstat(fd)
+        if info.st_nlink > 1 or not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OSError(0, "it is not a plain file of this run (a hard link?)")
+    except OSError as err:
+        reason = "it is a link" if path.is_symlink() else (err.strerror or str(err))
+        raise ConfigError(f"{path}: cannot write the training log: {reason}") from None
+    return os.fdopen(fd, "ab")
 
 
 def pick_device(info: du.DistInfo) -> torch.device:
@@ -279,6 +339,7 @@ class Trainer:
         self.progress = progress and self.info.is_main
         self.print = log if self.info.is_main else (lambda *_: None)
         self.work_dir = Path(work_dir)
+        check_batch_fits(len(train_set), config["data"]["batch_size"], self.info.world_size)
         if self.info.is_main:
             prepare_work_dir(self.work_dir, resume, overwrite)
         du.barrier()
@@ -286,7 +347,7 @@ class Trainer:
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.best: float | None = None
         self.metrics: dict = {}
-        self._stop_requested = False
+        self._stop_requested = self._aborted = self._mid_step = False
         self._build_optim()
         self.runner = self._wrap(ModelStep(self.model))
         if resume:
@@ -294,9 +355,15 @@ class Trainer:
         else:
             seed_everything(self.train_cfg["seed"] + self.info.rank)
             if self.info.is_main:
-                (self.work_dir / "config.toml").write_text(dump_config(config))
+                atomic_write_text(self.work_dir / "config.toml", dump_config(config))
 
     # ---------------------------------------------------------------- setup
+    def _amp_note(self) -> None:
+        """Say what runs when the configured precision cannot run on this device."""
+        if self.train_cfg["amp"] == "fp16" and self.device.type != "cuda":
+            self.print(f'note: train.amp = "fp16" needs CUDA; on the {self.device.type} training '
+                       'runs in float32 (train.amp = "bf16" gives bfloat16 autocast there)')
+
     def _build_optim(self) -> None:
         from glsmamba.engine.optim import param_groups
         cfg = self.train_cfg
@@ -307,6 +374,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(cfg["milestones"]), gamma=cfg["gamma"])
         self.autocast_dtype = amp_dtype(cfg["amp"], self.device)
+        self._amp_note()
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.autocast_dtype == torch.float16)
 
@@ -324,11 +392,11 @@ class Trainer:
         sampler.set_epoch(self.epoch)
         sampler.set_start(self.step_in_epoch * data_cfg["batch_size"])
         generator = torch.Generator().manual_seed(
-            self.train_cfg["seed"] * 1000 + self.epoch * 10 + self.info.rank)
+            (self.train_cfg["seed"] * 1000 + self.epoch * 10 + self.info.rank) % 2 ** 63)
         workers = data_cfg["workers"]
         loader = DataLoader(self.train_set, batch_size=data_cfg["batch_size"], sampler=sampler,
                             num_workers=workers, drop_last=True, generator=generator,
-                            worker_init_fn=worker_seed_fn(self.train_cfg["seed"]),
+                            worker_init_fn=worker_init_fn,
                             persistent_workers=False, pin_memory=self.device.type == "cuda")
         return loader, sampler
 
@@ -343,7 +411,8 @@ class Trainer:
         return {"config": self.config, "epoch": self.epoch, "step": self.step,
                 "step_in_epoch": self.step_in_epoch, "metrics": self.metrics,
                 "best": self.best, "metric_key": self.metric_key,
-                "world_size": self.info.world_size, "train_samples": len(self.train_set)}
+                "world_size": self.info.world_size, "train_samples": len(self.train_set),
+                "pretrained_weights": getattr(self.model, "pretrained_weights", None)}
 
     def nonfinite_tensors(self) -> list[str]:
         """Names of model parameters / buffers and optimiser state tensors holding NaN/inf."""
@@ -459,7 +528,7 @@ class Trainer:
                          "changed": {k: [a, b] for k, (a, b) in changes.items()},
                          "lr": groups[0]["lr"]})
         if self.info.is_main:
-            (self.work_dir / "config.toml").write_text(dump_config(self.config))
+            atomic_write_text(self.work_dir / "config.toml", dump_config(self.config))
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict:
@@ -476,6 +545,13 @@ class Trainer:
             if self._hit_max_steps() or self.epoch >= self.train_cfg["epochs"]:
                 self.save("last")
         except KeyboardInterrupt:
+            if self._aborted or self._mid_step:
+                # a second Ctrl-C (or one that struck inside a step): the weights may be
+                # half-updated, so the previous `last` stays as it was
+                last = self.work_dir / "last.safetensors"
+                kept = f"{last} is unchanged" if last.exists() else "no checkpoint was written"
+                self.print(f"aborted at epoch {self.epoch}, step {self.step}: {kept}")
+                raise
             self.save("last")
             self.print(f"interrupted at epoch {self.epoch}, step {self.step}: checkpoint "
                        f"written to {self.work_dir / 'last.safetensors'}; continue with --resume")
@@ -483,6 +559,8 @@ class Trainer:
         finally:
             self._restore_sigint(previous_handler)
             self.logger.close()
+            if self.info.is_main:
+                unlock_work_dir(self.work_dir)
         return self.metrics
 
     def _hit_max_steps(self) -> bool:
@@ -497,9 +575,11 @@ class Trainer:
         bar = self._progress_bar(len(loader))
         samples, started = 0, time.perf_counter()
         for batch in loader:
+            self._mid_step = True        # weights may change until the counters follow
             loss = self._train_step(batch, from_features)
             self.step += 1
             self.step_in_epoch += 1
+            self._mid_step = False
             samples += len(batch["heatmaps"]) * self.info.world_size
             rate = samples / max(time.perf_counter() - started, 1e-9)
             self._after_step(loss, rate, bar)
@@ -513,6 +593,8 @@ class Trainer:
     def _progress_bar(self, total: int):
         if not self.progress:
             return None
+        if self.train_cfg["max_steps"]:          # train.max_steps ends the epoch early
+            total = max(0, min(total, self.train_cfg["max_steps"] - self.step))
         from glsmamba.progress import progress
         return progress(total=total, desc=f"epoch {self.epoch + 1}/{self.train_cfg['epochs']}",
                         unit="step", leave=False)
@@ -598,8 +680,13 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return None
 
+        owner = os.getpid()
+
         def handler(signum, frame):
+            if os.getpid() != owner:
+                return            # a forked data-loader worker: the main process reports it
             if self._stop_requested:
+                self._aborted = True
                 raise KeyboardInterrupt
             self._stop_requested = True
             self.print("\nCtrl-C: finishing the current step, then writing a checkpoint "
@@ -616,10 +703,3 @@ def read_log(path: str | os.PathLike) -> list[dict]:
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
-
-def summarize(records: list[dict]) -> dict[str, Any]:
-    train = [r for r in records if r.get("type") == "train"]
-    val = [r for r in records if r.get("type") == "val"]
-    return {"steps": train[-1]["step"] if train else 0,
-            "last_loss": train[-1]["loss"] if train else None,
-            "last_val": val[-1] if val else None}

@@ -83,6 +83,16 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+def register_protocol(protocol: Protocol) -> Protocol:
+    """Make ``protocol`` selectable by its name (eval.protocol, ``glsmamba eval --protocol``)."""
+    PROTOCOLS[protocol.name] = protocol
+    return protocol
+
+
+def list_protocols() -> list[str]:
+    return list(PROTOCOLS)
+
+
 def get_protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from glsmamba.errors import DataError
-from glsmamba.fileio import write_json_atomic
-from glsmamba.evaluation.posetrack_map import MAX_TRACK_ID, POSETRACK18_KEYPOINTS
+from glsmamba.evaluation.poseval_format import MAX_TRACK_ID, POSETRACK18_KEYPOINTS
 
 DEFAULT_CATEGORY = {
     "supercategory": "person", "id": 1, "name": "person",
@@ -90,44 +89,122 @@ def _group_by_image(predictions: Sequence[Mapping], video_of: Mapping) -> dict:
     return grouped
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError("output path exists and is not a folder", str(out_dir))
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError("output folder is not empty; refusing to overwrite its files "
-                        "(pass overwrite=True / --overwrite)", str(out_dir))
+MARKER = ".glsmamba-predictions.json"
+MARKER_FORMAT = "glsmamba-predictions-v1"
 
 
-def _check_replaceable(path: Path) -> None:
-    """Only a prediction file (every person has ``scores``) may be replaced: an output folder
-    that is the GT annotation folder must not lose its labels."""
-    if not path.exists():
-        return
+def _digest(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a prediction folder glsmamba wrote ({name: sha256}), else None."""
+    path = Path(folder) / MARKER
+    if path.is_symlink() or not path.is_file():
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        annotations = data.get("annotations") if isinstance(data, dict) else None
-        ours = isinstance(annotations, list) and all(
-            isinstance(a, Mapping) and "scores" in a for a in annotations)
     except (OSError, ValueError):
-        ours = False
-    if not ours:
-        raise DataError("refusing to replace this file: it is not a prediction file (its "
-                        "people have no 'scores': ground truth?); choose another output folder",
-                        str(path))
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if data.get("format") != MARKER_FORMAT or not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return None
+    return files
+
+
+def verify_prediction_folder(folder: str | Path) -> None:
+    """DataError when a prediction folder glsmamba wrote is incomplete or was modified
+    (a listed file missing or changed); folders without a manifest are not checked."""
+    from glsmamba.fileio import file_sha256
+    folder = Path(folder)
+    files = read_manifest(folder)
+    if files is None:
+        if (folder / MARKER).exists():
+            raise DataError("unreadable prediction manifest: the prediction set may be "
+                            "incomplete; write the predictions again", str(folder / MARKER))
+        return
+    for name, digest in sorted(files.items()):
+        path = folder / name
+        try:
+            same = not path.is_symlink() and file_sha256(path) == digest
+        except OSError:
+            same = False
+        if not same:
+            raise DataError(f"{name} is missing or differs from the prediction set glsmamba "
+                            f"wrote (listed in {MARKER}): the set is incomplete or was "
+                            "modified; write the predictions again", str(folder))
+
+
+def _is_own_set(out_dir: Path) -> bool:
+    """The folder holds exactly a prediction set glsmamba wrote (manifest + its files)."""
+    files = read_manifest(out_dir)
+    if files is None:
+        return False
+    present = {p.name for p in out_dir.iterdir()}
+    return present <= set(files) | {MARKER}
+
+
+def check_prediction_target(out_dir: Path, names, replace_foreign: bool, inputs) -> None:
+    """OutputRefused / DataError when a prediction set named ``names`` may not go to
+    ``out_dir``: it would replace an input, a link, a file, or (without
+    ``replace_foreign``) a folder glsmamba did not write."""
+    from glsmamba.outputs import input_files, refuse_foreign, refuse_input_folder, refuse_inputs
+    out_dir = Path(out_dir)
+    known = input_files(inputs)
+    refuse_inputs([out_dir] + [out_dir / name for name in names], known)
+    refuse_input_folder(out_dir, known)
+    if out_dir.is_symlink():
+        raise DataError("output folder is a link; refusing to write through it", str(out_dir))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError("output path exists and is not a folder", str(out_dir))
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_own_set(out_dir):
+        refuse_foreign(out_dir, owned=False, overwrite=replace_foreign, command="glsmamba eval")
+
+
+def _publish(out_dir: Path, files: dict[str, bytes], overwrite: bool, replace_foreign: bool,
+             inputs) -> None:
+    """Make ``files`` visible in ``out_dir`` as one set (see write_posetrack_predictions)."""
+    from glsmamba.fileio import atomic_write_bytes, publish_folder
+    check_prediction_target(out_dir, list(files), replace_foreign, inputs)
+    manifest = {"format": MARKER_FORMAT, "complete": True,
+                "files": {name: _digest(data) for name, data in files.items()}}
+    everything = {**files, MARKER: json.dumps(manifest, indent=1).encode()}
+    empty = not out_dir.exists() or not any(out_dir.iterdir())
+    if empty or _is_own_set(out_dir):
+        if not empty and not overwrite:
+            raise DataError("output folder is not empty; refusing to overwrite its files "
+                            "(pass overwrite=True / --overwrite)", str(out_dir))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        publish_folder(everything, out_dir, replace_existing=out_dir.exists())
+        return
+    (out_dir / MARKER).unlink(missing_ok=True)   # a reader sees no manifest until complete
+    for name, data in files.items():
+        atomic_write_bytes(out_dir / name, data)
+    atomic_write_bytes(out_dir / MARKER, everything[MARKER])
 
 
 def write_posetrack_predictions(out_dir: str | Path, videos: Mapping[str, Mapping],
                                 predictions: Sequence[Mapping],
-                                overwrite: bool = False) -> list[Path]:
+                                overwrite: bool = False, replace_foreign: bool = False,
+                                inputs=(), extra_files: Mapping[str, bytes] | None = None
+                                ) -> list[Path]:
     """Write ``out_dir/<video>.json`` for every GT video; returns the paths written.
 
     ``videos``: video name -> {"images": [GT image records, in order], "categories"?: ...}.
     ``predictions``: dicts with ``image_id``, ``keypoints`` (17, 3) image x, y, score and
     optional ``track_id``, ``bbox`` (x, y, w, h) and ``score``. Track ids are made unique
     per frame; predictions are kept in the given order within a frame.
+
+    The files (plus ``extra_files``, name -> bytes) and a manifest (``MARKER``: each
+    file's SHA-256) become visible as one set: written into a private folder and renamed
+    into place. An existing set glsmamba wrote is replaced with ``overwrite``; a folder
+    holding anything else only with ``replace_foreign`` (the user's ``--overwrite``: the
+    files are then replaced one by one, the manifest last). No output ever replaces one
+    of ``inputs`` (files or folders the command read).
     """
     out_dir = Path(out_dir)
-    _check_target(out_dir, overwrite)
     video_of = {}
     for name, video in videos.items():
         for index, image in enumerate(video.get("images") or []):
@@ -138,10 +215,7 @@ def write_posetrack_predictions(out_dir: str | Path, videos: Mapping[str, Mappin
     if bad:
         raise DataError(f"video name {bad[0]!r} cannot be a file name", str(out_dir))
     grouped = _group_by_image(predictions, video_of)
-    for name in videos:
-        _check_replaceable(out_dir / f"{name}.json")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    files: dict[str, bytes] = {}
     ann_id = 0
     for name, video in videos.items():
         annotations = []
@@ -159,5 +233,6 @@ def write_posetrack_predictions(out_dir: str | Path, videos: Mapping[str, Mappin
             "annotations": annotations,
             "categories": [DEFAULT_CATEGORY],
         }
-        paths.append(write_json_atomic(out_dir / f"{name}.json", data))
-    return paths
+        files[f"{name}.json"] = json.dumps(data, allow_nan=False).encode()
+    _publish(out_dir, {**files, **dict(extra_files or {})}, overwrite, replace_foreign, inputs)
+    return [out_dir / name for name in files]

@@ -2,7 +2,9 @@
 
 Memory stays bounded on long videos: frames live in a ring buffer of 2δ+1 frames and
 frame t is processed as soon as frame t+δ has been read (at the end of the video the
-missing future frames are clamped to the last one, as in training).
+missing future frames are clamped to the last one, as in training). A causal window
+(frames t-2δ..t, :mod:`glsmamba.data.windows`) processes frame t as soon as it is read;
+its first frames repeat frame 0, as the centred window repeats the edge frames.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from glsmamba.data.transforms import MEAN_RGB, STD_RGB, get_affine_matrix
+from glsmamba.data.windows import clamped_indices, delay_frames
 
 
 def crop_clip(frames_rgb: Sequence[np.ndarray], center: np.ndarray, scale: np.ndarray,
@@ -29,25 +32,27 @@ def crop_clip(frames_rgb: Sequence[np.ndarray], center: np.ndarray, scale: np.nd
     return (clip - mean) / std
 
 
-def clamped_window(t: int, delta: int, last: int) -> list[int]:
-    """Frame indices t-δ .. t+δ clamped to [0, last]."""
-    return [min(max(i, 0), last) for i in range(t - delta, t + delta + 1)]
+def clamped_window(t: int, delta: int, last: int, window: str = "centered") -> list[int]:
+    """Frame indices t-δ .. t+δ (causal: t-2δ .. t) clamped to [0, last]."""
+    return clamped_indices(t, delta, last, window)
 
 
-def stream_clips(frames: Iterator[np.ndarray], delta: int):
-    """Yield (t, frames of t-δ..t+δ clamped) with only 2δ+1 frames held at a time."""
+def stream_clips(frames: Iterator[np.ndarray], delta: int, window: str = "centered"):
+    """Yield (t, frames of the clip of t, clamped) with only 2δ+1 frames held at a time;
+    frame t comes once frame t + ``delay_frames(delta, window)`` has been read."""
+    delay = delay_frames(delta, window)
     ring: deque[tuple[int, np.ndarray]] = deque(maxlen=2 * delta + 1)
     last = -1
     for index, frame in enumerate(frames):
         ring.append((index, frame))
         last = index
-        t = index - delta
+        t = index - delay
         if t >= 0:
-            yield t, _window(ring, t, delta, last)
-    for t in range(max(0, last - delta + 1), last + 1):
-        yield t, _window(ring, t, delta, last)
+            yield t, _window(ring, t, delta, last, window)
+    for t in range(max(0, last - delay + 1), last + 1):
+        yield t, _window(ring, t, delta, last, window)
 
 
-def _window(ring: deque, t: int, delta: int, last: int) -> list[np.ndarray]:
+def _window(ring: deque, t: int, delta: int, last: int, window: str) -> list[np.ndarray]:
     held = dict(ring)
-    return [held[i] for i in clamped_window(t, delta, last)]
+    return [held[i] for i in clamped_window(t, delta, last, window)]

@@ -197,14 +197,32 @@ class BoxReport:
         return "; ".join(parts) or None
 
 
+def as_boxes(boxes, scores, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (N, 4) float64 x, y, w, h, scores (N,)) from array-likes; one box may be
+    given as 4 numbers, ``scores`` None means 1 each. Anything else (a box of 3 or 5
+    numbers, text, ragged lists, a score count that differs) is a DataError naming ``where``."""
+    try:
+        boxes = np.asarray(boxes, np.float64)
+        scores = np.ones(boxes.size // 4) if scores is None else np.asarray(scores, np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"boxes and scores must be numbers ({err})", where) from None
+    if boxes.ndim == 1 and boxes.size == 4:
+        boxes = boxes[None]
+    elif boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise DataError(f"boxes must be (N, 4) x, y, w, h; got shape {boxes.shape}", where)
+    if scores.ndim > 1 or scores.size != len(boxes):
+        raise DataError(f"{len(boxes)} boxes but {scores.size} scores (scores must be "
+                        f"({len(boxes)},))", where)
+    return boxes, scores.reshape(-1)
+
+
 def clip_boxes(boxes: np.ndarray, scores: np.ndarray, size: tuple[int, int], frame: int,
                report: BoxReport | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) xywh clipped to the image ``size`` (W, H); boxes with non-finite values
     or scores, no area, or no overlap with the image are dropped (counted in ``report``)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    if len(scores) != len(boxes):
-        raise DataError(f"{len(boxes)} boxes but {len(scores)} scores", f"frame {frame}")
+    boxes, scores = as_boxes(boxes, scores, f"frame {frame}")
     report = report if report is not None else BoxReport()
     valid = np.all(np.isfinite(boxes), axis=1) & np.isfinite(scores) \
         & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)

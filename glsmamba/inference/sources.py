@@ -236,14 +236,45 @@ class FrameSource:
                 capture.release()
                 raise DataError("cannot read video", self._label(0))
         try:
-            yield first
-            while True:
-                ok, frame = capture.read()
-                if not ok or frame is None:
-                    break
-                yield frame
+            yield from self._timeline(capture, first)
         finally:
             capture.release()
+
+    RETRIES = 8          # failed reads in a row before a video is taken to have ended
+
+    def _timeline(self, capture, first: np.ndarray) -> Iterator[np.ndarray]:
+        """The frames of a video file in its own timeline: a frame the decoder cannot read
+        in the middle (a failed read followed by good ones) is replaced by the previous
+        frame, placed by the next good frame's timestamp, so that frame ``i`` stays frame
+        ``i`` of the video (a detections file stays aligned); the lost indices are warned."""
+        self.lost = []
+        previous, index = first, 0
+        yield first
+        failures = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                failures += 1
+                if failures > self.RETRIES or not self.announced or index + 1 >= self.announced:
+                    break
+                continue
+            target = index + 1
+            if failures:                  # after a decoding failure: place it by timestamp
+                stamp = capture.get(cv2.CAP_PROP_POS_MSEC)
+                if stamp and np.isfinite(stamp):
+                    target = max(target, int(round(stamp * self.fps / 1000.0)))
+                target = min(target, index + 1 + failures)
+                for lost in range(index + 1, target):
+                    self.lost.append(lost)
+                    yield previous
+            failures = 0
+            previous, index = frame, target
+            yield frame
+        if self.lost:
+            shown = ", ".join(map(str, self.lost[:10])) + (" ..." if len(self.lost) > 10 else "")
+            self.warn(f"{self.path}: {len(self.lost)} frame(s) in the middle could not be decoded "
+                      f"(frames {shown}); each was replaced by the frame before it, so that frame "
+                      "indices keep the video's timeline")
 
     def close(self) -> None:
         """Release a camera / stream opened by :meth:`open` and not iterated."""

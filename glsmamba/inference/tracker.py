@@ -1,7 +1,33 @@
-"""Box IoU and the greedy IoU tracker that links person boxes over time into track ids."""
+"""Trackers that link people over time into track ids.
+
+* :class:`IouTracker`: greedy box IoU between consecutive frames (boxes only; runs as frames
+  are read, before the pose model).
+* :class:`PoseTracker`: runs after the pose model, so poses inform identities. Per frame an
+  optimal assignment (``scipy.optimize.linear_sum_assignment``) on the cost
+
+      cost = (w_iou (1 - IoU(predicted box, box)) + w_oks (1 - OKS(predicted pose, pose)))
+             / (w_iou + w_oks)
+
+  where a track's box is predicted with a constant-velocity model (centre and size) and
+  its last pose is moved with the predicted centre; OKS uses the joints confident in both
+  poses (without any, the cost is the IoU term alone). Pairs costing more than
+  ``max_cost`` never match. Two stages as in ByteTrack: people whose box score is at least
+  ``high_score`` are matched first to every live track; people with a lower score (at least
+  ``low_score``) then only continue the tracks still unmatched, and never start a track
+  (they get an id of their own). Unmatched tracks survive ``max_age`` frames.
+"""
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
 import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from glsmamba.errors import ConfigError
+
+TRACKERS = ("pose", "iou")      # build_tracker's methods (config track.method, infer --tracker)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -22,8 +48,16 @@ class IouTracker:
         self.iou_thr, self.max_age = iou_thr, max_age
         self.tracks: dict[int, tuple[np.ndarray, int]] = {}    # id -> (box, frames unseen)
         self.next_id = 0
+        self.seconds = 0.0            # time spent in update (for the wall-time share)
 
     def update(self, boxes: np.ndarray) -> list[int]:
+        """boxes (N, 4) xywh -> N track ids."""
+        started = time.perf_counter()
+        ids = self._associate(boxes)
+        self.seconds += time.perf_counter() - started
+        return ids
+
+    def _associate(self, boxes: np.ndarray) -> list[int]:
         ids = [-1] * len(boxes)
         track_ids = list(self.tracks)
         if track_ids and len(boxes):
@@ -46,3 +80,169 @@ class IouTracker:
                 else:
                     self.tracks[track_id] = (box, age + 1)
         return ids
+
+
+# --------------------------------------------------------------------------- pose tracker
+
+
+@dataclass
+class PoseTrackerOptions:
+    """Parameters of :class:`PoseTracker` (config section ``[track]``, same names)."""
+
+    iou_weight: float = 0.5       # weight of 1 - IoU(predicted box, box) in the cost
+    oks_weight: float = 0.5       # weight of 1 - OKS(predicted pose, pose)
+    max_cost: float = 0.8         # pairs costing more never match (cost is in [0, 1])
+    high_score: float = 0.5       # box score of the first stage; only these start tracks
+    low_score: float = 0.1        # lower scores: second stage only; below: never matched
+    max_age: int = 8              # frames an unmatched track survives before removal
+    momentum: float = 0.6         # weight of the old velocity when it is re-estimated
+    keypoint_thr: float = 0.3     # joints below this score are left out of OKS
+
+    def __post_init__(self):
+        for name in ("iou_weight", "oks_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"track.{name} must be >= 0, got {getattr(self, name)}")
+        if self.iou_weight + self.oks_weight <= 0:
+            raise ConfigError("track.iou_weight + track.oks_weight must be > 0")
+        if not 0 <= self.low_score <= self.high_score:
+            raise ConfigError(f"need 0 <= track.low_score <= track.high_score, got "
+                              f"{self.low_score} and {self.high_score}")
+        if self.max_age < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("track.max_age must be >= 0 and 0 <= track.momentum < 1")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> "PoseTrackerOptions":
+        """Options from a config section (other keys, e.g. ``method``, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: np.ndarray         # (4,) x, y, w, h last matched
+    keypoints: np.ndarray   # (K, 3) last matched pose
+    velocity: np.ndarray    # (4,) per frame: centre x, centre y, w, h
+    age: int = 0            # frames since the last match
+
+    def predicted(self) -> tuple[np.ndarray, np.ndarray]:
+        """Box (4,) and pose (K, 3) predicted for the next frame (constant velocity)."""
+        steps = self.age + 1
+        cx, cy = self.box[:2] + self.box[2:] / 2 + self.velocity[:2] * steps
+        w, h = np.maximum(self.box[2:] + self.velocity[2:] * steps, 1.0)
+        pose = self.keypoints.copy()
+        pose[:, :2] += self.velocity[:2] * steps
+        return np.array([cx - w / 2, cy - h / 2, w, h]), pose
+
+
+def pose_oks(poses_a: np.ndarray, poses_b: np.ndarray, areas: np.ndarray,
+             sigmas: np.ndarray, keypoint_thr: float) -> np.ndarray:
+    """OKS of every pair over the joints confident in both, NaN where none is.
+
+    poses_a (A, K, 3), poses_b (B, K, 3), areas (A,) object scale of poses_a -> (A, B)."""
+    d2 = ((poses_a[:, None, :, :2] - poses_b[None, :, :, :2]) ** 2).sum(-1)     # (A, B, K)
+    scale = np.maximum(areas, 1.0)[:, None, None] * (2 * sigmas[None, None]) ** 2
+    similarity = np.exp(-d2 / (2 * scale))
+    both = (poses_a[:, None, :, 2] >= keypoint_thr) & (poses_b[None, :, :, 2] >= keypoint_thr)
+    counts = both.sum(-1)
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, (similarity * both).sum(-1) / np.maximum(counts, 1), np.nan)
+
+
+class PoseTracker:
+    """Track ids from boxes, poses and box scores, frame after frame (see module doc)."""
+
+    def __init__(self, options: PoseTrackerOptions | None = None,
+                 sigmas: Sequence[float] | None = None):
+        self.options = options or PoseTrackerOptions()
+        self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
+        self.tracks: list[_Track] = []
+        self.next_id = 0
+        self.seconds = 0.0            # time spent in update (for the wall-time share)
+
+    def update(self, boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -> list[int]:
+        """boxes (N, 4) xywh, keypoints (N, K, 3), box scores (N,) -> N track ids."""
+        started = time.perf_counter()
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        keypoints = np.asarray(keypoints, np.float64)
+        keypoints = keypoints.reshape(len(boxes), -1, 3) if len(boxes) else np.zeros((0, 1, 3))
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        opts = self.options
+        ids = [-1] * len(boxes)
+        high = np.flatnonzero(scores >= opts.high_score)
+        low = np.flatnonzero((scores >= opts.low_score) & (scores < opts.high_score))
+        free = list(range(len(self.tracks)))
+        for people in (high, low):
+            free = self._match(people, free, boxes, keypoints, ids)
+        for row in range(len(boxes)):
+            if ids[row] == -1:
+                ids[row] = self._new_id()
+                if scores[row] >= opts.high_score:
+                    self.tracks.append(_Track(ids[row], boxes[row].copy(), keypoints[row].copy(),
+                                              np.zeros(4)))
+        for index in free:
+            self.tracks[index].age += 1
+        self.tracks = [t for t in self.tracks if t.age <= opts.max_age]
+        self.seconds += time.perf_counter() - started
+        return ids
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def cost(self, tracks: list[_Track], boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        """(T, N) association cost in [0, 1] of ``tracks`` with people (boxes, keypoints)."""
+        predicted = [t.predicted() for t in tracks]
+        pred_boxes = np.stack([p[0] for p in predicted])
+        iou_cost = 1.0 - box_iou(pred_boxes, boxes)
+        if self.options.oks_weight == 0:
+            return iou_cost
+        sigmas = self.sigmas if self.sigmas is not None else np.full(keypoints.shape[1], 0.08)
+        if len(sigmas) != keypoints.shape[1]:
+            raise ConfigError(f"{len(sigmas)} OKS sigmas for poses of {keypoints.shape[1]} joints")
+        oks = pose_oks(np.stack([p[1] for p in predicted]), keypoints,
+                       pred_boxes[:, 2] * pred_boxes[:, 3], sigmas, self.options.keypoint_thr)
+        w_iou, w_oks = self.options.iou_weight, self.options.oks_weight
+        mixed = (w_iou * iou_cost + w_oks * (1.0 - oks)) / (w_iou + w_oks)
+        return np.where(np.isnan(oks), iou_cost, mixed)
+
+    def _match(self, people: np.ndarray, free: list[int], boxes: np.ndarray,
+               keypoints: np.ndarray, ids: list[int]) -> list[int]:
+        """Assign ``people`` (rows) to the ``free`` tracks; returns the tracks left free."""
+        if not len(people) or not free:
+            return free
+        tracks = [self.tracks[i] for i in free]
+        cost = self.cost(tracks, boxes[people], keypoints[people])
+        allowed = cost <= self.options.max_cost
+        rows, cols = linear_sum_assignment(np.where(allowed, cost, 1e6))
+        taken = set()
+        for r, c in zip(rows, cols):
+            if not allowed[r, c]:
+                continue
+            track, person = tracks[r], int(people[c])
+            self._advance(track, boxes[person], keypoints[person])
+            ids[person] = track.track_id
+            taken.add(free[r])
+        return [i for i in free if i not in taken]
+
+    def _advance(self, track: _Track, box: np.ndarray, keypoints: np.ndarray) -> None:
+        """Update a matched track's velocity (per frame), box and pose."""
+        steps = track.age + 1
+        old = np.concatenate([track.box[:2] + track.box[2:] / 2, track.box[2:]])
+        new = np.concatenate([box[:2] + box[2:] / 2, box[2:]])
+        measured = (new - old) / steps
+        m = self.options.momentum
+        track.velocity = measured if not track.velocity.any() else \
+            m * track.velocity + (1 - m) * measured
+        track.box, track.keypoints, track.age = box.copy(), keypoints.copy(), 0
+
+
+def build_tracker(method: str, options: Mapping | None = None,
+                  sigmas: Sequence[float] | None = None):
+    """``"pose"`` -> :class:`PoseTracker`, ``"iou"`` -> :class:`IouTracker`."""
+    if method == "pose":
+        return PoseTracker(PoseTrackerOptions.from_mapping(options or {}), sigmas)
+    if method == "iou":
+        return IouTracker()
+    raise ConfigError(f"unknown tracker {method!r} (pose or iou)")
+

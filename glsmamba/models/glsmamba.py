@@ -4,7 +4,11 @@ Shapes (B clips of T frames, crop H x W, feature stride s, D model width)::
 
     clip (B, T, 3, H, W) -> encode -> feats (B, T, C, H/s, W/s)
     feats -> embedding -> tokens (B, T, h, w, D) -> GSM blocks -> LRM blocks
-    tokens[:, T // 2] -> head -> heatmaps (B, K, H/4, W/4)
+    tokens[:, target_index] -> head -> heatmaps (B, K, H/4, W/4)
+
+``clip_window`` says which frame of the clip is estimated (``target_index``): the centre
+one, T // 2 (``"centered"``: frames t-δ..t+δ), or the last one, T - 1 (``"causal"``:
+frames t-2δ..t, the online mode that needs no future frame).
 
 ``feature_stride`` 4 uses the full encoder (ViT + both deconv blocks, the paper's
 1/4-resolution model); 8 stops after the first deconv block; 16 uses the ViT tokens
@@ -19,9 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from glsmamba.data.windows import check_window, target_index
 from glsmamba.errors import ConfigError
 from glsmamba.models.gsm import GSMBlock
-from glsmamba.models.layers import init_linear, maybe_checkpoint
+from glsmamba.models.layers import collect_no_weight_decay, init_linear, maybe_checkpoint
 from glsmamba.models.lrm import LRMBlock
 from glsmamba.models.scan_paths import SCAN_TYPES
 from glsmamba.models.vitpose import ViTPoseEncoder
@@ -63,6 +68,9 @@ class SpatioTemporalEmbedding(nn.Module):
         self.temporal = nn.Parameter(torch.zeros(max_frames, dim))
         if not self.temporal.is_meta:
             nn.init.trunc_normal_(self.temporal, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"temporal"}                   # an embedding table: no weight decay
 
     def temporal_embedding(self, num_frames: int) -> torch.Tensor:
         """(num_frames, D) entries centred on the middle frame."""
@@ -134,6 +142,12 @@ class _EncoderPoseModel(nn.Module):
     grad_checkpointing = False
     checkpoint_skip_last = 0  # trailing blocks set_grad_checkpointing leaves out by default
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names trained without weight decay beyond the 1-D and normalisation
+        parameters (timm's convention): what each submodule lists (embeddings, S6 A_log,
+        D and dt bias)."""
+        return collect_no_weight_decay(self)
+
     def set_grad_checkpointing(self, enable: bool = True, skip_last: int | None = None) -> None:
         """Activation checkpointing (timm's convention) of the trainable blocks: each
         block keeps only its branch inputs and recomputes the rest in backward. Values
@@ -160,9 +174,10 @@ class VideoPoseModel(_EncoderPoseModel):
 
     def __init__(self, num_joints: int = 17, num_frames: int = 5, input_size=(192, 256),
                  encoder_arch: str = "vit-b", feature_stride: int = 4, dim: int = 256,
-                 max_frames: int = 9, freeze_encoder: bool = True):
+                 max_frames: int = 9, freeze_encoder: bool = True, clip_window: str = "centered"):
         super().__init__()
         check_frames(num_frames, max_frames)
+        self.clip_window = check_window(clip_window)
         if feature_stride not in FEATURE_STRIDES:
             raise ConfigError(f"feature_stride must be one of {FEATURE_STRIDES}, got {feature_stride}")
         self.num_joints, self.num_frames, self.dim = num_joints, num_frames, dim
@@ -174,6 +189,11 @@ class VideoPoseModel(_EncoderPoseModel):
             self.encoder.freeze()
         self.embed = SpatioTemporalEmbedding(self.feature_channels, dim, max_frames)
         self.head = HeatmapHead(dim, num_joints, upsample=feature_stride // 4)
+
+    @property
+    def target_index(self) -> int:
+        """Index in the clip of the estimated frame: T // 2 (centered) or T - 1 (causal)."""
+        return target_index(self.num_frames, self.clip_window)
 
     @property
     def feature_channels(self) -> int:
@@ -212,14 +232,14 @@ class VideoPoseModel(_EncoderPoseModel):
         return tokens
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """feats (B, T, C, h, w) -> heatmaps (B, K, H/4, W/4) for the centre frame."""
+        """feats (B, T, C, h, w) -> heatmaps (B, K, H/4, W/4) of frame ``target_index``."""
         if feats.dim() != 5:
             raise ValueError(f"features must be (B, T, C, h, w), got {tuple(feats.shape)}")
         T = feats.shape[1]
         if T != self.num_frames:
             raise ValueError(f"model built for T={self.num_frames} frames, got T={T}")
         tokens = self.forward_blocks(self.embed(feats))  # (B, T, h, w, D)
-        return self.head(tokens[:, T // 2])
+        return self.head(tokens[:, self.target_index])
 
 
 
@@ -234,9 +254,9 @@ class GLSMamba(VideoPoseModel):
                  max_frames: int = 9, freeze_encoder: bool = True, drop_path_rate: float = 0.0,
                  scan_backend: str = "auto", ca_reduction: float = 16.0,
                  stmm_guide: int | None = None, share_s6: bool = False,
-                 stmm_temporal: str = "clip"):
+                 stmm_temporal: str = "clip", clip_window: str = "centered"):
         super().__init__(num_joints, num_frames, input_size, encoder_arch, feature_stride, dim,
-                         max_frames, freeze_encoder)
+                         max_frames, freeze_encoder, clip_window=clip_window)
         if gsm_depth < 0 or lrm_depth < 0 or gsm_depth + lrm_depth == 0:
             raise ConfigError(f"need at least one block, got gsm_depth={gsm_depth}, lrm_depth={lrm_depth}")
         total = gsm_depth + lrm_depth
@@ -275,13 +295,16 @@ class _FinalLayer(nn.Module):
 class ViTPoseBaseline(_EncoderPoseModel):
     """Single-frame "backbone only" model: ViTPose encoder + ``keypoint_head.final_layer``.
 
-    Same API as :class:`GLSMamba`; only the centre frame of the clip is used.
+    Same API as :class:`GLSMamba`; only the estimated frame of the clip is used (the centre
+    one, or the last one with ``clip_window="causal"``).
     """
 
     def __init__(self, num_joints: int = 17, num_frames: int = 5, input_size=(192, 256),
-                 encoder_arch: str = "vit-b", freeze_encoder: bool = True, max_frames: int = 9):
+                 encoder_arch: str = "vit-b", freeze_encoder: bool = True, max_frames: int = 9,
+                 clip_window: str = "centered"):
         super().__init__()
         check_frames(num_frames, max_frames)
+        self.clip_window = check_window(clip_window)
         self.num_joints, self.num_frames = num_joints, num_frames
         self.input_size = _size_wh(input_size)
         self.heatmap_size = (self.input_size[0] // 4, self.input_size[1] // 4)
@@ -292,16 +315,18 @@ class ViTPoseBaseline(_EncoderPoseModel):
         self.keypoint_head = _FinalLayer(self.encoder.out_channels, num_joints)
 
     def encode(self, clip: torch.Tensor) -> torch.Tensor:
-        """clip (B, T, 3, H, W) -> centre-frame features (B, 1, C, H/4, W/4)."""
+        """clip (B, T, 3, H, W) -> estimated-frame features (B, 1, C, H/4, W/4)."""
         if clip.dim() != 5 or clip.shape[2] != 3:
             raise ValueError(f"clip must be (B, T, 3, H, W), got {tuple(clip.shape)}")
         check_frames(clip.shape[1])
+        frame = target_index(clip.shape[1], self.clip_window)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder.frozen):
-            return self.encoder(clip[:, clip.shape[1] // 2]).unsqueeze(1)
+            return self.encoder(clip[:, frame]).unsqueeze(1)
 
     def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """feats (B, T, C, h, w) (any odd T; the centre frame is used) -> (B, K, h, w)."""
+        """feats (B, T, C, h, w) (any odd T; the estimated frame is used) -> (B, K, h, w)."""
         if feats.dim() != 5:
             raise ValueError(f"features must be (B, T, C, h, w), got {tuple(feats.shape)}")
-        return self.keypoint_head.final_layer(feats[:, feats.shape[1] // 2])
+        return self.keypoint_head.final_layer(
+            feats[:, target_index(feats.shape[1], self.clip_window)])
 

@@ -78,3 +78,15 @@ def init_linear(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def collect_no_weight_decay(model: nn.Module) -> set[str]:
+    """Full names of the parameters that the submodules of ``model`` list in their own
+    ``no_weight_decay()`` (timm's convention: names relative to the submodule)."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        listed = getattr(module, "no_weight_decay", None)
+        if module is model or not callable(listed):
+            continue
+        names |= {f"{prefix}.{name}" if prefix else name for name in listed()}
+    return names

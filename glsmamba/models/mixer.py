@@ -65,6 +65,9 @@ class S6Paths(nn.Module):
         self.D._no_weight_decay = True  # type: ignore[attr-defined]
         self.reset_parameters(dt_min, dt_max, dt_init_floor)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"dt_proj_bias", "A_log", "D"}     # Mamba trains these without weight decay
+
     @torch.no_grad()
     def reset_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1,
                          dt_init_floor: float = 1e-4) -> None:
@@ -146,7 +149,8 @@ class SelectiveScanMixer(nn.Module):
         main, gate = self.in_proj(x).chunk(2, dim=-1)  # (B, T, H, W, E) each
         main = F.silu(self._frame_conv(self.conv, main))  # (B, T, E, H, W)
         seq = main.permute(0, 2, 1, 3, 4).reshape(B, self.d_inner, T * H * W)  # (B, E, L)
-        paths = self.paths_fn(T, H, W, str(x.device))
+        # Python ints: under ONNX tracing the sizes are tensors, the paths must be constants
+        paths = self.paths_fn(int(T), int(H), int(W), str(x.device))
         if paths.num_paths != self.num_paths:
             raise ValueError(f"paths give {paths.num_paths} paths, mixer has {self.num_paths}")
         ys = self.s6(gather_paths(seq, paths))  # (B*S, K, E, Ls)

@@ -20,6 +20,9 @@ from glsmamba.errors import ConfigError
 # parameters (paper 9.8 M) and 140.8 GFLOPs a clip (paper 138.9).
 GLSMAMBA_B_DIM = 192
 GLSMAMBA_B_WIDTHS = dict(dim=GLSMAMBA_B_DIM, expand=1.0, mlp_ratio=3.0, ca_reduction=1.0)
+# the model of `glsmamba demo` (and of `glsmamba bench`'s rows): 1 GSM + 1 LRM, D = 32,
+# d_state 1, on the 1/4-resolution features of the vit-tiny encoder of `vitpose-tiny`
+GLSMAMBA_DEMO_WIDTHS = dict(dim=32, d_state=1, gsm_depth=1, lrm_depth=1, mlp_ratio=2.0)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ def register_model(name: str, builder: Callable[..., nn.Module], description: st
     spec.kwargs(defaults)  # defaults must be valid arguments too
     _REGISTRY[name] = spec
     return spec
+
+
+def unregister_model(name: str) -> None:
+    """Remove a preset registered with :func:`register_model` (a plugin's, a test's)."""
+    _REGISTRY.pop(name, None)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -118,6 +126,10 @@ def _register_presets() -> None:
                    encoder_arch="vit-tiny", input_size=(96, 128), num_frames=5, dim=32,
                    feature_stride=8, gsm_depth=2, lrm_depth=1, d_state=1, expand=1.0,
                    mlp_ratio=2.0)
+    register_model("glsmamba-demo", GLSMamba,
+                   "`glsmamba demo`: vit-tiny (as vitpose-tiny), 128x96 input, features 1/4, D=32, "
+                   "1 GSM + 1 LRM, d_state 1", encoder_arch="vit-tiny", input_size=(96, 128),
+                   num_frames=5, feature_stride=4, expand=1.0, **GLSMAMBA_DEMO_WIDTHS)
     register_model("glsmamba-b-unified", GLSMamba, "ablation: unified scan only (2 paths, no STMM)",
                    **b, scan_types=("unified",))
     register_model("glsmamba-b-unified-spatial", GLSMamba,

@@ -63,9 +63,10 @@ class TransformerPose(VideoPoseModel):
     def __init__(self, num_joints: int = 17, num_frames: int = 5, input_size=(192, 256),
                  encoder_arch: str = "vit-b", feature_stride: int = 16, dim: int = 768,
                  depth: int = 6, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 max_frames: int = 9, freeze_encoder: bool = True, drop_path_rate: float = 0.0):
+                 max_frames: int = 9, freeze_encoder: bool = True, drop_path_rate: float = 0.0,
+                 clip_window: str = "centered"):
         super().__init__(num_joints, num_frames, input_size, encoder_arch, feature_stride, dim,
-                         max_frames, freeze_encoder)
+                         max_frames, freeze_encoder, clip_window=clip_window)
         if depth < 1:
             raise ConfigError(f"depth must be >= 1, got {depth}")
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]

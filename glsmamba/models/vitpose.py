@@ -19,12 +19,10 @@ features (H/4, W/4). (With padding 2 the official patch embedding gives
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -32,6 +30,8 @@ import torch.nn.functional as F
 
 from glsmamba.errors import CheckpointError, ConfigError
 from glsmamba.models.layers import DropPath
+from glsmamba.models.vitpose_hf import read_vitpose_state
+from glsmamba.models.weights_io import VIT_ARCHS, checkpoint_grid
 
 __all__ = [
     "VIT_ARCHS", "ViTPoseEncoder", "VisionTransformer", "DeconvHead", "LoadReport",
@@ -41,14 +41,6 @@ __all__ = [
 PATCH_SIZE = 16
 PATCH_PADDING = 2
 
-# embed_dim, depth, num_heads as in the official ViTPose-S/B/L/H configs; tiny is ours.
-VIT_ARCHS: dict[str, dict[str, int]] = {
-    "vit-tiny": dict(embed_dim=128, depth=4, num_heads=4, deconv_channels=64),
-    "vit-s": dict(embed_dim=384, depth=12, num_heads=12, deconv_channels=256),
-    "vit-b": dict(embed_dim=768, depth=12, num_heads=12, deconv_channels=256),
-    "vit-l": dict(embed_dim=1024, depth=24, num_heads=16, deconv_channels=256),
-    "vit-h": dict(embed_dim=1280, depth=32, num_heads=16, deconv_channels=256),
-}
 
 # Checkpoint keys that are not part of the encoder (fnmatch patterns).
 IGNORED_KEYS: tuple[str, ...] = (
@@ -170,6 +162,9 @@ class VisionTransformer(nn.Module):
         self.last_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._init_weights()
 
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}                  # timm's ViT: the position embedding does not decay
+
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for module in self.modules():
@@ -287,70 +282,6 @@ def _list_keys(keys: list[str], limit: int = 8) -> str:
     return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _read_checkpoint(path: Path, trust_pickle: bool = False) -> Mapping[str, object]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path), device="cpu")
-        if trust_pickle:
-            return torch.load(str(path), map_location="cpu", weights_only=False)
-        return _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: holds objects that a weights-only load refuses ({exc}); if you trust the "
-            "file, load it with trust_pickle=True") from exc
-    except Exception as exc:  # corrupt file, not a checkpoint ...
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
-
-
-def _numpy_safe_globals() -> list:
-    """numpy scalars / arrays / dtypes that mmcv puts in checkpoint ``meta``."""
-    import numpy as np
-    multiarray = getattr(np, "_core", None) or np.core
-    dtypes = [type(np.dtype(name)) for name in
-              ("float16", "float32", "float64", "int32", "int64", "bool", "uint8")]
-    return [multiarray.multiarray.scalar, multiarray.multiarray._reconstruct, np.ndarray,
-            np.dtype, *dtypes]
-
-
-def _torch_load(path: Path) -> Mapping[str, object]:
-    """``torch.load(weights_only=True)`` that also accepts numpy metadata."""
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
-def _state_dict_of(checkpoint: Mapping[str, object], path: Path) -> dict[str, torch.Tensor]:
-    """Unwrap ``state_dict`` / ``model`` / ``module``, strip ``module.`` prefixes."""
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(
-            f"{path}: expected a dict of tensors, got {type(checkpoint).__name__}")
-    state = checkpoint
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]  # type: ignore[assignment]
-            break
-    tensors = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        tensors[key[len("module."):] if key.startswith("module.") else key] = value
-    if tensors and not any(k.startswith(("backbone.", "keypoint_head.")) for k in tensors) \
-            and "patch_embed.proj.weight" in tensors:
-        tensors = {"backbone." + k: v for k, v in tensors.items()}  # a bare ViT checkpoint
-    return tensors
-
-
-def _checkpoint_grid(num_patches: int, target: tuple[int, int]) -> tuple[int, int]:
-    """The (h, w) factorisation of ``num_patches`` closest in aspect to ``target``."""
-    aspect = target[0] / target[1]
-    pairs = [(h, num_patches // h) for h in range(1, num_patches + 1) if num_patches % h == 0]
-    return min(pairs, key=lambda hw: abs(math.log(hw[0] / hw[1] / aspect)))
-
-
 def load_vitpose(encoder: ViTPoseEncoder, path: str | os.PathLike, strict: bool = True,
                  ignore: Iterable[str] = (), src_grid: tuple[int, int] | None = None,
                  trust_pickle: bool = False) -> LoadReport:
@@ -366,7 +297,6 @@ def load_vitpose(encoder: ViTPoseEncoder, path: str | os.PathLike, strict: bool 
     ``weights_only=True`` (numpy metadata allowed); ``trust_pickle=True`` lifts that.
     """
     path = Path(path)
-    from glsmamba.models.vitpose_hf import read_vitpose_state
     state = read_vitpose_state(path, trust_pickle, strict)
     patterns = tuple(IGNORED_KEYS) + tuple(ignore)
     report = LoadReport(path=str(path))
@@ -415,7 +345,7 @@ def _resize_checkpoint_pos_embed(pos_embed: torch.Tensor, encoder: ViTPoseEncode
     if pos_embed.dim() != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[2] != channels:
         return pos_embed  # reported as a shape mismatch
     num_patches = pos_embed.shape[1] - 1
-    src = tuple(src_grid) if src_grid is not None else _checkpoint_grid(num_patches, grid)
+    src = tuple(src_grid) if src_grid is not None else checkpoint_grid(num_patches, grid)
     if src[0] * src[1] != num_patches:
         raise CheckpointError(
             f"{path}: backbone.pos_embed has {num_patches} patch entries, not {src[0]}x{src[1]}")

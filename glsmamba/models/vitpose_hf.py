@@ -39,6 +39,8 @@ from typing import Mapping
 import torch
 
 from glsmamba.errors import CheckpointError
+from glsmamba.models.weights_io import (VIT_ARCHS, checkpoint_grid, read_checkpoint_file,
+                                         state_dict_of)
 
 # simple renames, HF suffix -> official suffix, inside one encoder layer
 _LAYER_RENAMES = {
@@ -217,15 +219,14 @@ def read_vitpose_state(path: Path, trust_pickle: bool = False,
     HF ``save_pretrained`` folder. A simple-decoder HF checkpoint is refused when
     ``strict`` (its backbone alone is returned otherwise).
     """
-    from glsmamba.models.vitpose import _read_checkpoint, _state_dict_of
     path = Path(path)
     if path.is_dir():
         state, config = read_hf_folder(path)
         check_hf_config(config, str(path / "config.json"))
     else:
-        state = _read_checkpoint(path, trust_pickle)
+        state = read_checkpoint_file(path, trust_pickle)
         if not (isinstance(state, Mapping) and is_hf_state(state)):
-            return _state_dict_of(state, path)
+            return state_dict_of(state, path)
         state = dict(state)
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
@@ -249,7 +250,6 @@ def read_vitpose_state(path: Path, trust_pickle: bool = False,
 
 def _official_arch(state: Mapping[str, torch.Tensor], where: str) -> tuple[dict, tuple[int, int]]:
     """(arch spec, img_size (H, W)) of an official-named state, from its tensor shapes."""
-    from glsmamba.models.vitpose import VIT_ARCHS, _checkpoint_grid
     pos = state.get("backbone.pos_embed")
     if pos is None or pos.dim() != 3:
         raise CheckpointError(f"{where}: no backbone.pos_embed (not a ViTPose checkpoint)")
@@ -259,7 +259,7 @@ def _official_arch(state: Mapping[str, torch.Tensor], where: str) -> tuple[dict,
         raise CheckpointError(f"{where}: embed dim {width} matches no ViT arch "
                               f"({sorted(s['embed_dim'] for s in VIT_ARCHS.values())})")
     spec["depth"] = len({k.split(".")[2] for k in state if k.startswith("backbone.blocks.")})
-    grid = _checkpoint_grid(int(pos.shape[1]) - 1, (4, 3))
+    grid = checkpoint_grid(int(pos.shape[1]) - 1, (4, 3))
     return spec, (grid[0] * 16, grid[1] * 16)
 
 
@@ -272,36 +272,43 @@ def convert_vitpose(src: str | Path, dst: str | Path, trust_pickle: bool = False
     ``VitPoseForPoseEstimation.from_pretrained``) or a ``.safetensors`` file. Returns
     the direction, ``"hf->official"`` or ``"official->hf"``.
     """
-    from safetensors.torch import save_file
-    from glsmamba.models.vitpose import _read_checkpoint, _state_dict_of
+    import io
+    from safetensors.torch import save as safetensors_bytes
+    from glsmamba.fileio import atomic_write_bytes, publish_folder
+    from glsmamba.outputs import refuse_inputs
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise CheckpointError(f"{src}: checkpoint not found")
+    refuse_inputs([dst], [src], option="destination")
+    if dst.exists() or dst.is_symlink():
+        raise CheckpointError(f"{dst}: the destination exists; refusing to replace it (remove "
+                              "it first or choose another destination)")
     if src.is_dir():
         raw, config = read_hf_folder(src)
         check_hf_config(config, str(src / "config.json"))
         hf = True
     else:
-        raw = _read_checkpoint(src, trust_pickle)
+        raw = read_checkpoint_file(src, trust_pickle)
         hf = isinstance(raw, Mapping) and is_hf_state(raw)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if hf:
         state = hf_to_official(_with_backbone_prefix(dict(raw)))
         state = {k: v.contiguous() for k, v in state.items()}
         if dst.suffix == ".safetensors":
-            save_file(state, str(dst))
+            atomic_write_bytes(dst, safetensors_bytes(state))
         else:
-            torch.save({"state_dict": state}, str(dst))
+            buffer = io.BytesIO()
+            torch.save({"state_dict": state}, buffer)
+            atomic_write_bytes(dst, buffer.getvalue())
         return "hf->official"
-    state = _state_dict_of(raw, src)
+    state = state_dict_of(raw, src)
     spec, img_size = _official_arch(state, str(src))
     final = state.get("keypoint_head.final_layer.weight")
     out = {k: v.contiguous() for k, v in official_to_hf(state).items()}
     if dst.suffix == ".safetensors":
-        save_file(out, str(dst), metadata={"format": "pt"})
+        atomic_write_bytes(dst, safetensors_bytes(out, metadata={"format": "pt"}))
     else:
-        dst.mkdir(parents=True, exist_ok=True)
-        save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
         config = hf_config(spec, img_size, int(final.shape[0]) if final is not None else None)
-        (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        publish_folder({"model.safetensors": safetensors_bytes(out, metadata={"format": "pt"}),
+                        "config.json": (json.dumps(config, indent=2) + "\n").encode()}, dst)
     return "official->hf"

@@ -52,10 +52,12 @@ _library: ctypes.CDLL | None = None
 _load_failed = False
 
 
-def cache_dir() -> Path:
+def cache_dir(subdir: str = "kernels") -> Path:
+    """``$GLSMAMBA_CACHE/<subdir>`` (default root ``~/.cache/glsmamba``): the compiled
+    kernels, or (``subdir="selftest"``) the GPU scan self-test verdicts (``selftest.py``)."""
     root = os.environ.get(ENV_CACHE)
     base = Path(root) if root else Path.home() / ".cache" / "glsmamba"
-    return base / "kernels"
+    return base / subdir
 
 
 def compiler_command() -> list[str]:
@@ -102,10 +104,10 @@ def _check_ancestor(path: Path) -> None:
         raise UnsafeCacheError(f"{path} is writable by group or others without the sticky bit")
 
 
-def secure_cache_dir() -> Path:
+def secure_cache_dir(subdir: str = "kernels") -> Path:
     """The cache folder, created private (mode 700) if missing; UnsafeCacheError (an
     OSError) when it or a parent could let another user plant or swap a library."""
-    folder = cache_dir()
+    folder = cache_dir(subdir)
     missing = []
     probe = Path(os.path.abspath(folder))
     while not os.path.lexists(probe):
@@ -160,9 +162,8 @@ def _compile(compiler: list[str], flags: list[str], target: Path) -> str | None:
         if done.returncode != 0:
             return (done.stderr or done.stdout).strip()[-500:] or f"exit status {done.returncode}"
         os.chmod(tmp, 0o700)
-        fd, digest_tmp = tempfile.mkstemp(suffix=".sha256.tmp", dir=target.parent)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(_sha256(Path(tmp)) + "\n")
+        from glsmamba.fileio import write_tmp
+        digest_tmp = write_tmp(_digest_path(target), (_sha256(Path(tmp)) + "\n").encode())
         os.replace(tmp, target)
         os.replace(digest_tmp, _digest_path(target))
         return None

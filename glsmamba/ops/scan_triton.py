@@ -12,7 +12,10 @@ Design (see ``SCAN.md`` in the shared docs for why):
   layout conversion in the forward, 128 registers, no spills; the backward, 16
   channels a program, converts only its dB / dC sums for the atomics, 229 registers).
 * The recurrence is computed in float32 whatever the input dtype (fp32 / bf16 / fp16);
-  y is written in the input dtype. ``exp(delta A)`` is evaluated as
+  y (and du, ddelta) are written in the inputs' dtypes, rounded to nearest even on every
+  target: bf16 by integer operations on the float32 bits (add 0x7FFF plus the lowest
+  kept bit, keep the high half; NaN stays NaN), because Triton's interpreter truncates
+  in its own float32 -> bf16 cast while a GPU rounds; fp16 by the cast (both round). ``exp(delta A)`` is evaluated as
   ``exp2(delta A log2 e)``; only products of decays <= 1 are formed, so it is as stable
   as the sequential loop.
 * The forward keeps, besides its inputs, only the state at the start of every segment
@@ -114,24 +117,30 @@ def record_cuda_choice(device: torch.device, backend: str) -> None:
         data = {}
     data[_gpu_key(device)] = backend
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
+    from glsmamba.fileio import write_json_atomic
+
+    write_json_atomic(path, data, indent=1)
     _recorded.clear()
 
 
-def cuda_auto_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """What ``auto`` picks for CUDA tensors: triton when it imports (float32 / bf16 /
-    fp16); mamba_ssm's kernel instead only where it imports and was recorded faster;
-    mamba_ssm's kernel when triton is missing; else chunked."""
+def cuda_auto_order(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The backends ``auto`` tries for CUDA tensors, best first, ending with chunked:
+    triton when it imports (float32 / bf16 / fp16), then mamba_ssm's kernel where it
+    imports (first where it was recorded faster); chunked alone for float64. The first
+    whose self-test passes runs (``selftest.first_passing``)."""
     from glsmamba.ops import scan_cuda
 
     if dtype == torch.float64:
-        return "chunked"
-    has_cuda_kernel = scan_cuda.is_available()
-    if is_available_on_cuda():
-        if has_cuda_kernel and recorded_cuda_choice(device) == "cuda":
-            return "cuda"
-        return "triton"
-    return "cuda" if has_cuda_kernel else "chunked"
+        return ["chunked"]
+    order = ["triton"] if is_available_on_cuda() else []
+    if scan_cuda.is_available():
+        order.insert(0 if order and recorded_cuda_choice(device) == "cuda" else len(order), "cuda")
+    return order + ["chunked"]
+
+
+def cuda_auto_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """What ``auto`` prefers for CUDA tensors before any self-test (``cuda_auto_order``'s first)."""
+    return cuda_auto_order(device, dtype)[0]
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,8 @@ def pick_config(batch: int, paths: int, per_path: int, n_state: int, length: int
     multiprocessor (batch 1); the backward at most 16 (at 32 it needs more than 255
     registers); the forward unrolled 4x, the backward 2x; more warps only when N > 16.
     (ptxas for sm_90 at N = 16: forward 128 registers, backward 229, no spills.)
-    Interpreter (CPU): large blocks, no unrolling, so that few interpreted steps run.
+    Interpreter (CPU): large blocks, no unrolling, so that few interpreted steps run;
+    segments of 16 steps, so that the small shapes of the tests cross segments.
     """
     config = config or ScanConfig()
     block_n = _pow2_ceil(n_state)
@@ -177,7 +187,7 @@ def pick_config(batch: int, paths: int, per_path: int, n_state: int, length: int
     unroll = config.unroll or (4 if on_gpu else 1)
     unroll_bwd = config.unroll_bwd or (min(unroll, 2) if on_gpu else unroll)
     step = math.lcm(unroll, unroll_bwd)
-    seg = config.seg or (128 if on_gpu else 64)
+    seg = config.seg or (128 if on_gpu else 16)  # CPU: small test shapes cross segments too
     seg = max(step, seg - seg % step)
     num_warps = config.num_warps or max(1, min(8, block_d * block_n // 512))
     # fp32 atomics add in a varying order: under torch.use_deterministic_algorithms(True)
@@ -270,7 +280,12 @@ def _scan_fwd_kernel(
                 y = tl.reduce(h * Ct, 0, tl.standard._sum_combine, keep_dims=True)  # [1, BD]
                 if HAS_D:
                     y += Dv * u
-                tl.store(y_ptr + (row + t), y.to(y_ptr.dtype.element_ty), mask=m)
+                if y_ptr.dtype.element_ty == tl.bfloat16:  # round to nearest even (see the docstring)
+                    yb = y.to(tl.uint32, bitcast=True)
+                    yb = tl.where(y == y, yb + (0x7FFF + ((yb >> 16) & 1)), 0x7FC00000)
+                    tl.store(y_ptr + (row + t), (yb >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=m)
+                else:
+                    tl.store(y_ptr + (row + t), y.to(y_ptr.dtype.element_ty), mask=m)
 
 
 def _scan_bwd_kernel(
@@ -389,8 +404,18 @@ def _scan_bwd_kernel(
                     dD_acc += gy * u
                 ddelta = tl.where(m, ddt * sig, 0.0)
                 dbias_acc += ddelta
-                tl.store(du_ptr + (row + t), du.to(du_ptr.dtype.element_ty), mask=m)
-                tl.store(ddelta_ptr + (row + t), ddelta.to(ddelta_ptr.dtype.element_ty), mask=m)
+                if du_ptr.dtype.element_ty == tl.bfloat16:  # round to nearest even
+                    db = du.to(tl.uint32, bitcast=True)
+                    db = tl.where(du == du, db + (0x7FFF + ((db >> 16) & 1)), 0x7FC00000)
+                    tl.store(du_ptr + (row + t), (db >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=m)
+                else:
+                    tl.store(du_ptr + (row + t), du.to(du_ptr.dtype.element_ty), mask=m)
+                if ddelta_ptr.dtype.element_ty == tl.bfloat16:
+                    db = ddelta.to(tl.uint32, bitcast=True)
+                    db = tl.where(ddelta == ddelta, db + (0x7FFF + ((db >> 16) & 1)), 0x7FC00000)
+                    tl.store(ddelta_ptr + (row + t), (db >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=m)
+                else:
+                    tl.store(ddelta_ptr + (row + t), ddelta.to(ddelta_ptr.dtype.element_ty), mask=m)
                 if ATOMIC_BC:
                     tl.atomic_add(dB_ptr + (dbc + t), dBt, mask=mn)
                     tl.atomic_add(dC_ptr + (dbc + t), dCt, mask=mn)

@@ -17,7 +17,9 @@ on CUDA picks triton when it imports (mamba_ssm's cuda kernel instead only where
 imports and ``benchmarks/gpu_check.py`` recorded it faster on that GPU; cuda when triton
 is missing; chunked for float64 or without either); on CPU fused when it builds
 (chunked for float64 inputs, or after one warning when no C compiler works); else
-chunked. The environment variable ``GLSMAMBA_SCAN_BACKEND``
+chunked. On CUDA, triton and cuda are used only after their self-test passed on that
+device (``selftest.py``: ``auto`` falls back to the next backend, an explicit one raises;
+``GLSMAMBA_SCAN_SELFTEST=0`` skips it). The environment variable ``GLSMAMBA_SCAN_BACKEND``
 overrides what ``"auto"`` picks. An explicit ``"fused"`` that cannot be built falls back
 to chunked (after the same warning).
 """
@@ -29,8 +31,22 @@ import torch
 
 from glsmamba.errors import ConfigError
 
-BACKENDS = ("auto", "reference", "chunked", "fused", "cuda", "triton")
+BACKENDS = ("auto", "reference", "chunked", "fused", "cuda", "triton", "export")  # export: ONNX-traceable (scan_export.py)
 ENV_BACKEND = "GLSMAMBA_SCAN_BACKEND"
+# backends added with register_backend: name -> fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
+REGISTERED_BACKENDS: dict = {}
+
+
+def register_backend(name: str, fn) -> None:
+    """Make ``fn`` a scan backend selectable by ``name`` (``backend=``, the models'
+    ``scan_backend``, GLSMAMBA_SCAN_BACKEND). ``fn`` takes ``selective_scan``'s tensors and
+    returns y (B, K*D, L) in float32; check it against ``scan_reference`` in a test."""
+    REGISTERED_BACKENDS[name] = fn
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every name ``backend`` accepts: the built-in ones, then the registered ones."""
+    return BACKENDS + tuple(REGISTERED_BACKENDS)
 
 
 def available_backends() -> list[str]:
@@ -90,17 +106,17 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
     ``"fused"`` resolves to ``"chunked"`` when its kernel cannot be built or the device
     is not the CPU; ``"auto"`` also keeps float64 inputs on chunked (fused is float32).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown selective-scan backend {backend!r}; choose from {BACKENDS}")
+    if backend not in backend_names():
+        raise ConfigError(f"unknown selective-scan backend {backend!r}; choose from {backend_names()}")
     if backend == "auto":
         backend = os.environ.get(ENV_BACKEND, "auto") or "auto"
-        if backend not in BACKENDS:
-            raise ConfigError(f"{ENV_BACKEND}={backend!r} is not one of {BACKENDS}")
+        if backend not in backend_names():
+            raise ConfigError(f"{ENV_BACKEND}={backend!r} is not one of {backend_names()}")
     if backend == "auto":
-        if device.type == "cuda":
-            from glsmamba.ops import scan_triton
+        if device.type == "cuda":  # the first of triton / cuda / chunked that passes its self-test
+            from glsmamba.ops import scan_triton, selftest
 
-            return scan_triton.cuda_auto_backend(device, dtype)
+            return selftest.first_passing(scan_triton.cuda_auto_order(device, dtype), device)
         backend = "fused" if device.type == "cpu" and dtype != torch.float64 else "chunked"
     if backend == "fused":
         from glsmamba.ops import scan_fused
@@ -111,6 +127,10 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = tor
 
         if not scan_triton.is_available():
             raise ConfigError("selective-scan backend 'triton' needs the triton package (pip install triton)")
+    if backend in ("triton", "cuda") and device.type == "cuda":  # asked for by name: raise if it fails
+        from glsmamba.ops import selftest
+
+        selftest.require(backend, device)
     return backend
 
 
@@ -140,6 +160,8 @@ def selective_scan(
 
 def _run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus) -> torch.Tensor:
     """The backend's y: float32 (float64 for float64 inputs on chunked / reference)."""
+    if name in REGISTERED_BACKENDS:
+        return REGISTERED_BACKENDS[name](u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
         from glsmamba.ops.scan_reference import selective_scan_reference
 
@@ -152,6 +174,10 @@ def _run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus) -> torc
         from glsmamba.ops.scan_triton import selective_scan_triton
 
         return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "export":
+        from glsmamba.ops.scan_export import selective_scan_export
+
+        return selective_scan_export(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "fused":
         from glsmamba.ops.scan_fused import selective_scan_fused
 

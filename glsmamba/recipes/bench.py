@@ -12,7 +12,9 @@ mAP on the val split (GT boxes, no flip test). Rows:
 - the scan ablations of the registry's presets (``glsmamba-b-unified``,
   ``glsmamba-b-unified-spatial``, ``glsmamba-b-no-stmm``), applied to GLSMamba-tiny;
 - the attention baseline (``trans-b-hr``: global MHSA over all T x h x w tokens) at the
-  same resolution and width (D = 32, as many blocks as GLSMamba-tiny).
+  same resolution and width (D = 32, as many blocks as GLSMamba-tiny);
+- the online mode: the full GLSMamba-tiny on causal clips (frames t-4..t estimate frame t,
+  ``data.window = "causal"``), the same T = 5 and budget.
 
 Each row is reported as mean and standard deviation over the seeds, in the order the
 rows run, beside the paper's PoseTrack2017 numbers (which are not comparable in level:
@@ -28,6 +30,7 @@ import os
 import time
 from pathlib import Path
 
+from glsmamba.fileio import atomic_write_text, save_figure
 from glsmamba.engine import api
 from glsmamba.recipes import demo
 from glsmamba.errors import ConfigError
@@ -42,7 +45,8 @@ QUICK_SEEDS = (0, 1)
 
 # (key, label, spec, paper's PoseTrack2017 mAP for GLSMamba-B or its peer)
 # spec: kind baseline | glsmamba | attention; preset: a registry preset whose switches
-# (its defaults that differ from glsmamba-b's) are applied to GLSMamba-tiny; delta: 2 or 0
+# (its defaults that differ from glsmamba-b's) are applied to GLSMamba-tiny; delta: 2 or 0;
+# window: the clip window (glsmamba.data.windows.WINDOWS; default centered)
 ROWS: tuple[tuple[str, str, dict, str], ...] = (
     ("backbone", "backbone only (frozen encoder, 1x1 head)", dict(kind="baseline"), "74.2"),
     ("t1", "GLSMamba-tiny, T = 1", dict(kind="glsmamba", delta=0), "-"),
@@ -55,6 +59,8 @@ ROWS: tuple[tuple[str, str, dict, str], ...] = (
      "86.2"),
     ("attention", "attention baseline (global MHSA, same resolution and width)",
      dict(kind="attention"), "84.8 at 1/8; out of memory at 1/4"),
+    ("causal", "GLSMamba-tiny, causal T = 5 (frames t-4..t, online)",
+     dict(kind="glsmamba", window="causal"), "-"),
 )
 COLUMNS = ("overall", "degraded", "clean")
 
@@ -82,7 +88,9 @@ def row_config(base: dict, recipe: dict, stage1_ckpt: str, spec: dict,
         switches = preset_switches(spec["preset"])
         switches.pop("input_size", None)
         overrides.update(switches)
-    return demo.glsmamba_config(base, recipe, stage1_ckpt, overrides, delta=spec.get("delta", 2))
+    config = demo.glsmamba_config(base, recipe, stage1_ckpt, overrides, delta=spec.get("delta", 2))
+    config["data"]["window"] = spec.get("window", "centered")
+    return config
 
 
 def prepare_seed(out: Path, recipe: dict, seed: int, threads: int | None = None,
@@ -103,7 +111,7 @@ def prepare_seed(out: Path, recipe: dict, seed: int, threads: int | None = None,
                          workers=1)
         if recipe.get("pretrain_videos"):
             demo.generate_pretrain(folder / "pretrain_data", {**recipe, "workers": 1}, seed)
-        (folder / "data.done").write_text("ok")
+        atomic_write_text(folder / "data.done", "ok")
     base = demo.base_config(data_root, recipe, seed)
     stage1_dir = folder / "runs" / "stage1_baseline"
     ckpt = stage1_dir / "last.safetensors"
@@ -130,7 +138,8 @@ def run_row(out: Path, recipe: dict, base: dict, stage1_ckpt: str, key: str, spe
                                             frozen=True)
     else:
         config = row_config(base, recipe, stage1_ckpt, spec, overrides)
-        if config["data"]["delta"] == 2:   # rows with the same frozen features share a cache
+        if config["data"]["delta"] == 2 and config["data"].get("window") == "centered":
+            # rows with the same frozen features share a cache
             api.link_feature_cache(work, folder / "feature_cache_t5" / "feature_cache")
     result = api.train(config, work, overwrite=True, progress=False, log=lambda *_: None)
     train_s = time.perf_counter() - t
@@ -141,6 +150,7 @@ def run_row(out: Path, recipe: dict, base: dict, stage1_ckpt: str, key: str, spe
             "train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t, 1),
             "trainable_params": params, "model": config["model"]["name"],
             "overrides": config["model"]["overrides"], "delta": config["data"]["delta"],
+            "window": config["data"].get("window", "centered"),
             "counts": scored["counts"]}
 
 
@@ -160,7 +170,7 @@ def _row_task(args: tuple) -> dict:
     ckpt = str(out / f"seed{seed}" / "runs" / "stage1_baseline" / "last.safetensors")
     spec = {k: sp for k, _, sp, _ in ROWS}[key]
     record = run_row(out, recipe, base, ckpt, key, spec, seed, overrides)
-    (out / "results" / f"{key}_seed{seed}.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(out / "results" / f"{key}_seed{seed}.json", json.dumps(record, indent=1))
     m = record["metrics"]
     print(f"[bench] seed {seed} {key}: degraded {m.get('degraded', float('nan')):.1f} "
           f"clean {m.get('clean', float('nan')):.1f} ({record['total_s']:.0f} s)", flush=True)
@@ -245,7 +255,7 @@ def plot_bench(rows: list[dict], path: Path) -> None:
     ax.set_title("glsmamba bench: ablations in miniature (synthetic benchmark, val split)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -294,7 +304,7 @@ def run_bench(out_dir: str | Path, quick: bool = False, seeds=None, rows=None,
     report = out / "report"
     report.mkdir(exist_ok=True)
     plot_bench(table_rows, report / "bench.png")
-    (report / "results.json").write_text(json.dumps({"rows": table_rows, "records": records,
+    atomic_write_text(report / "results.json", json.dumps({"rows": table_rows, "records": records,
                                                      "recipe": recipe, "wall_s": wall,
                                                      "jobs": jobs, "threads": threads},
                                                     indent=1, default=list))
@@ -335,13 +345,15 @@ def write_report(path: Path, table: str, recipe: dict, seeds, wall: float, jobs:
         "- attention: `trans-b-hr` (global multi-head attention over all T x h x w tokens) "
         "with the same encoder, resolution, width and number of blocks;",
         "- backbone only: the single-frame baseline, its encoder frozen, its 1x1 head "
-        "trained for the same steps.", "",
+        "trained for the same steps;",
+        "- causal: the full GLSMamba-tiny on clips t-4..t (`data.window = \"causal\"`, "
+        "no future frame: 0 frames of delay on a live video), same T = 5 and budget.", "",
         "What it does not measure: the paper's absolute accuracy (real video, ViTPose-B, "
         "20 epochs on a GPU), speed (see `glsmamba info` and benchmarks/), or detected boxes.",
         "", f"Wall time: {wall:.0f} s with {jobs} process(es) (runs resumed from `results/` "
         "are not counted again).", "",
     ]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def rows_help() -> str:

@@ -34,6 +34,8 @@ from glsmamba.engine import api
 from glsmamba.errors import ConfigError
 from glsmamba.engine.config import DEFAULTS
 from glsmamba.engine.trainer import read_log
+from glsmamba.fileio import atomic_write_bytes, atomic_write_text, write_json_atomic
+from glsmamba.models.registry import GLSMAMBA_DEMO_WIDTHS
 
 # tuned for a 2-core CPU (see docs/USAGE.md); --quick shrinks everything for tests.
 # severity scales the injected hard cases (docs/SYNTH.md): at 2.5 an occluder hides most of
@@ -59,19 +61,28 @@ QUICK = dict(videos=3, frames=10, size=(160, 120), hard_rate=0.5, severity=2.5,
              pretrain_videos=6, pretrain_frames=4, stage1_augment=False,
              input_size=[64, 96], feature_stride=4, stage1_epochs=1, stage2_epochs=1,
              batch_size=8, lr1=2e-3, lr2=2e-3, workers=1, parallel=True, decode="dark")
-GLSMAMBA_OVERRIDES = dict(dim=32, d_state=1, gsm_depth=1, lrm_depth=1, mlp_ratio=2.0)
+# the two presets the demo trains (`glsmamba models` lists them): stage 1 and the
+# baseline rows are `vitpose-tiny`, stage 2 is `glsmamba-demo` on its frozen encoder
+BASELINE_MODEL, DEMO_MODEL = "vitpose-tiny", "glsmamba-demo"
+GLSMAMBA_OVERRIDES = dict(GLSMAMBA_DEMO_WIDTHS)   # spelled out in the run configs
 KINDS = ("occluded", "blur", "defocus", "crossing")
 PRETRAIN_SEED_OFFSET = 1000   # the pre-training set's seed: the benchmark's + this
 
 # the rows of the demo table: (run folder, label)
-ROWS = (("baseline_frozen", "backbone only: single-frame ViTPose-tiny, encoder frozen"),
-        ("baseline_finetuned", "single-frame ViTPose-tiny, encoder fine-tuned (same budget)"),
-        ("glsmamba_t1", "GLSMamba-tiny, T = 1 (no temporal context)"),
-        ("glsmamba_t5", "GLSMamba-tiny, T = 5"))
+ROWS = (("baseline_frozen", f"backbone only: single-frame {BASELINE_MODEL}, encoder frozen"),
+        ("baseline_finetuned", f"single-frame {BASELINE_MODEL}, encoder fine-tuned (same budget)"),
+        ("glsmamba_t1", f"{DEMO_MODEL}, T = 1 (no temporal context)"),
+        ("glsmamba_t5", f"{DEMO_MODEL}, T = 5"))
+# what each training stage is called in the log and the timings
+STAGE_NAMES = {"glsmamba_t5": f"stage 2: {DEMO_MODEL} T = 5 on cached features",
+               "glsmamba_t1": f"stage 2: {DEMO_MODEL} T = 1 (control)",
+               "baseline_frozen": "baseline, encoder frozen, extra budget",
+               "baseline_finetuned": "baseline, encoder fine-tuned, extra budget"}
 
 
 def base_config(data_root: Path, recipe: dict, seed: int) -> dict:
     config = copy.deepcopy(DEFAULTS)
+    config["model"]["random_encoder_ok"] = True   # synthetic data; stage 2 inits from stage 1
     config["data"].update(type="posetrack18", root=str(data_root), val_detections="",
                           batch_size=recipe["batch_size"], val_batch_size=32, workers=0,
                           augment=False, sigma=1.5)
@@ -101,7 +112,7 @@ def write_clean_annotations(data_root: Path, split: str = "train",
                 image["is_labeled"] = False
         document["annotations"] = [a for a in document["annotations"]
                                    if a["image_id"] not in degraded]
-        (target / path.name).write_text(json.dumps(document, separators=(",", ":")))
+        atomic_write_text(target / path.name, json.dumps(document, separators=(",", ":")))
     from glsmamba.synth.generate import owned_files, record_outputs
     if owned_files(data_root) is not None:     # listed, so that demo --overwrite may remove them
         record_outputs(data_root, [f"annotations/{name}/{p.name}" for p in sorted(target.glob("*.json"))])
@@ -132,7 +143,7 @@ def stage1_config(base: dict, recipe: dict, data_root: Path, pretrain_root: Path
 
 def baseline_config(base: dict, recipe: dict, init_from: str = "") -> dict:
     config = copy.deepcopy(base)
-    config["model"].update(name="vitpose-tiny", init_from=init_from,
+    config["model"].update(name=BASELINE_MODEL, init_from=init_from,
                            overrides={"freeze_encoder": False, "input_size": recipe["input_size"]})
     config["data"]["delta"] = 0
     config["train"].update(epochs=recipe["stage1_epochs"], lr=recipe["lr1"],
@@ -142,8 +153,8 @@ def baseline_config(base: dict, recipe: dict, init_from: str = "") -> dict:
 
 def glsmamba_config(base: dict, recipe: dict, encoder_from: str,
                     overrides: dict | None = None, delta: int = 2,
-                    model: str = "glsmamba-tiny") -> dict:
-    """Stage 2: ``model`` (GLSMamba-tiny, or any preset taking the same overrides) on the
+                    model: str = DEMO_MODEL) -> dict:
+    """Stage 2: ``model`` (``glsmamba-demo``, or any preset taking the same overrides) on the
     frozen, cached encoder; ``delta`` = 0 is the T = 1 control."""
     config = copy.deepcopy(base)
     overrides = GLSMAMBA_OVERRIDES if overrides is None else overrides
@@ -188,6 +199,40 @@ def start_training(config: dict, work_dir: Path, threads: int | None):
     return process
 
 
+class StageClock:
+    """Wall time per stage, logged as each stage ends; ``finish`` adds total and CPU time."""
+
+    def __init__(self, log=print):
+        self.log, self.timings = log, {}
+        self.started = self.last = time.perf_counter()
+
+    def stage(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.last
+        self.last = now
+        self.log(f"[demo] {name}: {self.timings[name]:.0f} s")
+
+    def finish(self) -> dict[str, float]:
+        self.timings["total"] = time.perf_counter() - self.started
+        self.timings.update(cpu_seconds())
+        return self.timings
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process and of its joined children (the second training process,
+    data workers): on a busy machine wall time overstates what a quiet one needs."""
+    try:
+        import resource
+    except ImportError:             # not on Windows
+        return {}
+    out = {}
+    for key, who in (("cpu: this process", resource.RUSAGE_SELF),
+                     ("cpu: child processes", resource.RUSAGE_CHILDREN)):
+        usage = resource.getrusage(who)
+        out[key] = usage.ru_utime + usage.ru_stime
+    return out
+
+
 def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, progress: bool = True,
              threads: int | None = None, log=print, recipe: dict | None = None,
              glsmamba_overrides: dict | None = None, overwrite: bool = False) -> dict:
@@ -201,25 +246,58 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, progress: 
     update :data:`FULL` (or :data:`QUICK`) / :data:`GLSMAMBA_OVERRIDES` for experiments.
     """
     import torch
-    from glsmamba.synth.generate import generate_dataset
     if threads:
         torch.set_num_threads(threads)
     recipe = {**(QUICK if quick else FULL), **(recipe or {})}
     overrides = {**GLSMAMBA_OVERRIDES, **(glsmamba_overrides or {})}
-    out_dir = Path(out_dir)
+    out_dir = prepare_out_dir(out_dir, overwrite)
+    clock = StageClock(log)
+    data_root, pretrain_root = generate_data(out_dir, recipe, seed, progress)
+    clock.stage("generate synthetic data")
+    base = base_config(data_root, recipe, seed)
+    runs = out_dir / "runs"
+    api.train(stage1_config(base, recipe, data_root, pretrain_root), runs / "stage1_baseline",
+              overwrite=True, progress=progress, log=log)
+    clock.stage("stage 1: single-frame baseline (encoder pre-training)")
+    configs = stage2_configs(base, recipe, str(runs / "stage1_baseline" / "last.safetensors"),
+                             overrides)
+    steps = train_stage2(configs, runs, recipe, threads, progress, log, clock)
+    results = score_rows(configs, runs, out_dir / "predictions", progress, log)
+    clock.stage("evaluation")
+    report = out_dir / "report"
+    media = write_media(results, runs, report, data_root, progress)
+    clock.stage("report")
+    timings = clock.finish()
+    table = results_table(results)
+    write_summary(report / "summary.md", table, results, timings, recipe, steps, overrides,
+                  media)
+    write_json_atomic(report / "results.json",
+                      {results[label]["run"]: results[label]["metrics"] for label in results})
+    log(table)
+    cpu = (f", CPU {timings['cpu: this process']:.0f} s here + "
+           f"{timings['cpu: child processes']:.0f} s in child processes"
+           if "cpu: this process" in timings else "")
+    log(f"[demo] total {timings['total']:.0f} s wall{cpu}; report in {report}")
+    return {"table": table, "results": {k: v["metrics"] for k, v in results.items()},
+            "timings": timings, "report": report, "steps": steps, "media": media}
+
+
+def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """The output folder, absolute (the run configs name the data by it), created; a
+    non-empty one is refused unless ``overwrite``."""
+    out_dir = Path(out_dir).absolute()
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir} is not empty: choose another --out or pass --overwrite "
                           "to replace its data, runs and report")
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+    return out_dir
 
-    def stage(name: str, since: float) -> float:
-        timings[name] = time.perf_counter() - since
-        log(f"[demo] {name}: {timings[name]:.0f} s")
-        return time.perf_counter()
 
-    t = time.perf_counter()
+def generate_data(out_dir: Path, recipe: dict, seed: int,
+                  progress: bool) -> tuple[Path, Path | None]:
+    """The benchmark (``out_dir/data``) and, when the recipe has one, the clean
+    pre-training set (``out_dir/pretrain_data``); returns both roots."""
+    from glsmamba.synth.generate import generate_dataset
     data_root = out_dir / "data"
     generate_dataset(data_root, videos=recipe["videos"], frames=recipe["frames"], seed=seed,
                      size=recipe["size"], hard_rate=recipe["hard_rate"],
@@ -228,41 +306,40 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, progress: 
     pretrain_root = None
     if recipe.get("pretrain_videos"):
         pretrain_root = generate_pretrain(out_dir / "pretrain_data", recipe, seed, progress)
-    t = stage("generate synthetic data", t)
-    base = base_config(data_root, recipe, seed)
-    runs = out_dir / "runs"
+    return data_root, pretrain_root
 
-    stage1 = stage1_config(base, recipe, data_root, pretrain_root)
-    api.train(stage1, runs / "stage1_baseline", overwrite=True, progress=progress, log=log)
-    stage1_ckpt = str(runs / "stage1_baseline" / "last.safetensors")
-    t = stage("stage 1: single-frame baseline (encoder pre-training)", t)
 
-    # every stage-2 run has the same epochs over the same samples (one per GT person), so
-    # the same steps: T = 5 may train in a second process while the others run here
-    configs: dict[str, dict] = {}
-    configs["glsmamba_t5"] = glsmamba_config(base, recipe, stage1_ckpt, overrides, delta=2)
-    # the control: the same model, parameters and budget, one frame
-    configs["glsmamba_t1"] = glsmamba_config(base, recipe, stage1_ckpt, overrides, delta=0)
+def stage2_configs(base: dict, recipe: dict, stage1_ckpt: str, overrides: dict) -> dict[str, dict]:
+    """The four stage-2 runs: T = 5, its T = 1 control and the baseline's extra budget
+    (frozen, fine-tuned); all with the same epochs over the same samples (one per GT
+    person), so the same steps."""
+    configs = {"glsmamba_t5": glsmamba_config(base, recipe, stage1_ckpt, overrides, delta=2),
+               "glsmamba_t1": glsmamba_config(base, recipe, stage1_ckpt, overrides, delta=0)}
     for run, frozen in (("baseline_frozen", True), ("baseline_finetuned", False)):
         configs[run] = extra_baseline_config(base, recipe, stage1_ckpt, configs["glsmamba_t5"],
                                              0, frozen)
+    return configs
+
+
+def train_stage2(configs: dict[str, dict], runs: Path, recipe: dict, threads: int | None,
+                 progress: bool, log, clock: StageClock) -> int:
+    """Train the stage-2 runs (T = 5 in a second process when the recipe is parallel and
+    two cores exist); returns their common number of steps."""
     child = None
+    order = ("glsmamba_t5", "glsmamba_t1", "baseline_frozen", "baseline_finetuned")
     if recipe.get("parallel") and (os.cpu_count() or 1) >= 2:
-        log("[demo] GLSMamba-tiny T = 5 trains in a second process (its log: "
+        log(f"[demo] {DEMO_MODEL} T = 5 trains in a second process (its log: "
             f"{runs / 'glsmamba_t5' / 'log.jsonl'})")
         child = start_training(configs["glsmamba_t5"], runs / "glsmamba_t5", threads)
-        order = ("glsmamba_t1", "baseline_frozen", "baseline_finetuned")
-    else:
-        order = ("glsmamba_t5", "glsmamba_t1", "baseline_frozen", "baseline_finetuned")
-    names = {"glsmamba_t5": "stage 2: GLSMamba-tiny T = 5 on cached features",
-             "glsmamba_t1": "stage 2: GLSMamba-tiny T = 1 (control)",
-             "baseline_frozen": "baseline, encoder frozen, extra budget",
-             "baseline_finetuned": "baseline, encoder fine-tuned, extra budget"}
+        order = order[1:]
     try:
         for run in order:
-            api.train(configs[run], runs / run, overwrite=True, progress=progress and not child,
-                      log=log)
-            t = stage(names[run], t)
+            # the second process trains silently, so this one may show its progress
+            api.train(configs[run], runs / run, overwrite=True, progress=progress, log=log)
+            clock.stage(STAGE_NAMES[run])
+        if child is not None:
+            wait_for_second_process(child, runs / "glsmamba_t5", progress, log,
+                                    total=run_steps(runs / order[0]))
     except BaseException:
         if child is not None:       # do not leave the second process training
             child.terminate()
@@ -272,58 +349,82 @@ def run_demo(out_dir: str | Path, quick: bool = False, seed: int = 0, progress: 
             child.join()
     if child is not None:
         if child.exitcode != 0:
-            raise RuntimeError(f"GLSMamba-tiny T = 5 training failed (exit code {child.exitcode}); "
-                               f"see its traceback above and {runs / 'glsmamba_t5'}")
-        t = stage(names["glsmamba_t5"] + " (the wait for the second process)", t)
-    steps_of = {run: json.loads((runs / run / "last.json").read_text())["step"] for run in configs}
-    steps = steps_of["glsmamba_t5"]
+            raise RuntimeError(f"{DEMO_MODEL} T = 5 training failed (exit code "
+                               f"{child.exitcode}); see its traceback above and "
+                               f"{runs / 'glsmamba_t5'}")
+        clock.stage(STAGE_NAMES["glsmamba_t5"] + " (the wait for the second process)")
+    steps_of = {run: run_steps(runs / run) for run in configs}
     if len(set(steps_of.values())) != 1:
         raise RuntimeError(f"the runs did not get the same budget: {steps_of}")
+    return steps_of["glsmamba_t5"]
 
+
+def run_steps(work_dir: Path) -> int:
+    """The optimiser steps of a finished run (its ``last.json``)."""
+    return json.loads((work_dir / "last.json").read_text())["step"]
+
+
+def wait_for_second_process(child, work_dir: Path, progress: bool, log,
+                            total: int | None = None, interval: float | None = None) -> None:
+    """Join ``child``, logging its last step (from its ``log.jsonl``) every ``interval``
+    seconds (default: the progress interval, 30 s) when ``progress``: the wait is
+    otherwise silent."""
+    from glsmamba.progress import log_interval
+    interval = log_interval() if interval is None else interval
+    started = time.perf_counter()
+    while True:
+        child.join(interval)
+        if child.exitcode is not None:
+            return
+        if progress:
+            waited = time.perf_counter() - started
+            log(f"[demo] waiting for {DEMO_MODEL} T = 5 in the second process "
+                f"({waited:.0f} s): {run_status(work_dir / 'log.jsonl', total)}")
+
+
+def run_status(log_path: Path, total: int | None = None) -> str:
+    """``step N/total, loss L`` from a run's ``log.jsonl`` (no step yet: its features are
+    being cached)."""
+    records = ([r for r in read_log(log_path) if r.get("type") == "train"]
+               if log_path.is_file() else [])
+    if not records:
+        return "no step yet (building its feature cache)"
+    last = records[-1]
+    of = f"/{total}" if total else ""
+    return f"step {last['step']}{of}, loss {last['loss']:.3e}"
+
+
+def score_rows(configs: dict[str, dict], runs: Path, predictions: Path, progress: bool,
+               log=print) -> dict[str, dict]:
+    """:func:`score` of every row of :data:`ROWS` (label -> result with its ``run``)."""
     results = {}
     for run, label in ROWS:
-        results[label] = score(configs[run], runs / run / "last.safetensors",
-                               out_dir / "predictions" / run, progress)
-        results[label]["run"] = run
-    t = stage("evaluation", t)
-
-    report = out_dir / "report"
-    report.mkdir(exist_ok=True)
-    plot_losses(runs, report / "loss_curves.png")
-    plot_per_joint(results, report / "per_joint_ap.png")
-    labels = dict(ROWS)
-    side_by_side_video({labels[r]: results[labels[r]] for r in ("baseline_frozen", "glsmamba_t5")},
-                       report / "side_by_side.mp4", data_root)
-    t = stage("report", t)
-    timings["total"] = time.perf_counter() - started
-    # CPU seconds (this process, and the second one and the data workers once joined): on
-    # a busy machine wall time overstates what a quiet one needs
-    try:
-        import resource
-    except ImportError:             # not on Windows
-        resource = None
-    if resource is not None:
-        for key, who in (("cpu: this process", resource.RUSAGE_SELF),
-                         ("cpu: child processes", resource.RUSAGE_CHILDREN)):
-            usage = resource.getrusage(who)
-            timings[key] = usage.ru_utime + usage.ru_stime
-    table = results_table(results)
-    write_summary(report / "summary.md", table, results, timings, recipe, steps, overrides)
-    log(table)
-    cpu = (f", CPU {timings['cpu: this process']:.0f} s here + "
-           f"{timings['cpu: child processes']:.0f} s in child processes"
-           if "cpu: this process" in timings else "")
-    log(f"[demo] total {timings['total']:.0f} s wall{cpu}; report in {report}")
-    return {"table": table, "results": {k: v["metrics"] for k, v in results.items()},
-            "timings": timings, "report": report, "steps": steps}
+        result = score(configs[run], runs / run / "last.safetensors", predictions / run,
+                       progress)
+        result["run"] = run
+        results[label] = result
+        metrics = result["metrics"]
+        log(f"[demo] scored {run}: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))
+    return results
 
 
 def score(config: dict, checkpoint: Path, out_dir: Path, progress: bool) -> dict:
     """mAP overall, on degraded frames, per degradation kind and on clean frames."""
+    _, evaluator = api.evaluate(config, checkpoint, boxes="gt", flip=False, out_dir=out_dir,
+                                progress=progress, log=lambda *_: None)
+    return subset_scores(evaluator.gt, evaluator.pred_json)
+
+
+def subset_scores(gt: dict, pred: dict) -> dict:
+    """poseval mAP of ``pred`` on the frame subsets of a synthetic benchmark: overall,
+    degraded (the image record lists degradations), clean, and one per kind in
+    :data:`KINDS` (subsets without frames are left out).
+
+    Returns ``{"metrics": {subset: total mAP}, "per_joint": {subset: [AP per joint]},
+    "joints", "counts": {subset: frames}, "gt", "pred"}`` (``gt`` restricted to the
+    videos of ``pred``, as the metric reads it).
+    """
     from glsmamba.evaluation import evaluate_posetrack, image_ids_with
-    metrics, evaluator = api.evaluate(config, checkpoint, boxes="gt", flip=False,
-                                      out_dir=out_dir, progress=progress, log=lambda *_: None)
-    gt, pred = evaluator.gt, evaluator.pred_json
     gt = {name: gt[name] for name in pred if name in gt}
     all_ids = {image["id"] for video in gt.values() for image in video["images"]}
     degraded = image_ids_with(gt, "degradations")
@@ -342,6 +443,11 @@ def score(config: dict, checkpoint: Path, out_dir: Path, progress: bool) -> dict
                                                          for k, v in subsets.items()}}
 
 
+def has_degradations(gt: dict) -> bool:
+    """Whether any image record of ``gt`` lists degradations (a synthetic benchmark)."""
+    return any(image.get("degradations") for video in gt.values() for image in video["images"])
+
+
 def results_table(results: dict) -> str:
     columns = ["overall", "degraded", "clean", *KINDS]
     first = next(iter(results.values()))["metrics"]
@@ -354,83 +460,244 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_losses(runs: Path, path: Path) -> None:
+# one colour per run in every plot; the ground truth is drawn in one colour in the video
+RUN_COLORS = {"stage1_baseline": "tab:green", "baseline_frozen": "tab:gray",
+              "baseline_finetuned": "tab:brown", "glsmamba_t1": "tab:blue",
+              "glsmamba_t5": "tab:red"}
+RUN_LABELS = {"stage1_baseline": f"stage 1: {BASELINE_MODEL}, trained end to end",
+              **{run: label for run, label in ROWS}}
+GT_COLOR_RGB = (255, 230, 0)      # yellow on a dark outline: stands out on any background
+VIDEO_PANEL_HEIGHT = 320          # at least this many pixels per panel (frames are upscaled)
+VIDEO_FPS = 10
+VIDEO_SCORE_THR = 0.1             # predicted joints drawn from this score on
+
+
+def write_media(results: dict, runs: Path, report: Path, data_root: Path,
+                progress: bool = False) -> dict:
+    """The report's pictures: loss curves, per-joint AP (degraded frames) and the
+    side-by-side video (GT | backbone only | T = 5); returns what the video holds."""
+    report.mkdir(exist_ok=True)
+    plot_losses(runs, report / "loss_curves.png")
+    plot_per_joint(results, report / "per_joint_ap.png")
+    labels = dict(ROWS)
+    panels = {f"{BASELINE_MODEL}, encoder frozen (backbone only)": results[labels["baseline_frozen"]],
+              f"{DEMO_MODEL}, T = 5": results[labels["glsmamba_t5"]]}
+    return side_by_side_video(panels, report / "side_by_side.mp4", data_root, progress=progress)
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    """Centred mean over ``window`` values (shorter at the ends); (N,) -> (N,)."""
+    values = np.asarray(values, np.float64)
+    if window <= 1 or len(values) < 2:
+        return values
+    kernel = np.ones(window)
+    sums = np.convolve(values, kernel, mode="same")
+    counts = np.convolve(np.ones_like(values), kernel, mode="same")
+    return sums / counts
+
+
+def _save_figure(fig, path: Path) -> None:
+    """PNG through the atomic writer; the legend outside the axes is kept in the picture."""
+    import io
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_losses(runs: Path, path: Path, smooth_fraction: float = 0.02) -> None:
+    """``loss_curves.png``: :func:`loss_figure` of the runs in ``runs``."""
+    plt = _pyplot()
+    fig = loss_figure(runs, smooth_fraction)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    stage1 = [r for r in read_log(runs / "stage1_baseline" / "log.jsonl") if r["type"] == "train"]
-    offset = stage1[-1]["step"] if stage1 else 0
-    for run, label in (("stage1_baseline", "stage 1: baseline (pre-training)"),
-                       ("baseline_frozen", "baseline, encoder frozen"),
-                       ("baseline_finetuned", "baseline, encoder fine-tuned"),
-                       ("glsmamba_t1", "stage 2: GLSMamba T = 1"),
-                       ("glsmamba_t5", "stage 2: GLSMamba T = 5")):
-        if not (runs / run / "log.jsonl").is_file():
-            continue
-        records = [r for r in read_log(runs / run / "log.jsonl") if r["type"] == "train"]
-        shift = 0 if run == "stage1_baseline" else offset
-        ax.plot([r["step"] + shift for r in records], [r["loss"] for r in records], label=label)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("heatmap MSE")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("training loss")
+    return plt
+
+
+def loss_figure(runs: Path, smooth_fraction: float = 0.02):
+    """Training loss, one panel per stage, each curve a centred moving average over
+    ``smooth_fraction`` of its steps (stage 2: the four runs of the same budget); the
+    legends under the axes."""
+    plt = _pyplot()
+    stages = ((f"stage 1: single-frame {BASELINE_MODEL} (encoder pre-training)",
+               ("stage1_baseline",)),
+              ("stage 2: the same budget for every row", tuple(run for run, _ in ROWS)))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, (title, names) in zip(axes, stages):
+        windows = set()
+        for run in names:
+            if not (runs / run / "log.jsonl").is_file():
+                continue
+            records = [r for r in read_log(runs / run / "log.jsonl") if r["type"] == "train"]
+            if not records:
+                continue
+            window = max(1, int(round(len(records) * smooth_fraction)))
+            windows.add(window)
+            ax.plot([r["step"] for r in records],
+                    moving_average([r["loss"] for r in records], window),
+                    color=RUN_COLORS[run], label=RUN_LABELS[run], linewidth=1.6)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("heatmap MSE (log scale)")
+        ax.set_yscale("log")
+        _plain_log_labels(ax)
+        ax.grid(alpha=0.3, which="both")
+        smoothing = (f"moving average over {'/'.join(str(w) for w in sorted(windows))} steps"
+                     if max(windows, default=1) > 1 else "raw (too few steps to smooth)")
+        ax.set_title(f"{title}\n{smoothing}", fontsize=10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False,
+                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def _plain_log_labels(ax) -> None:
+    """Tick labels of a log y axis as plain numbers (0.004, not 4 x 10^-3); the minor
+    ticks labelled only when the axis spans less than a decade."""
+    import matplotlib.ticker
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}")
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain if low > 0 and high / low < 10
+                                 else matplotlib.ticker.NullFormatter())
 
 
 def plot_per_joint(results: dict, path: Path, subset: str = "degraded") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 4))
-    names = next(iter(results.values()))["joints"]
-    width = 0.8 / len(results)
-    for i, (label, result) in enumerate(results.items()):
-        values = result["per_joint"].get(subset) or result["per_joint"]["overall"]
-        ax.bar(np.arange(len(names)) + i * width, np.nan_to_num(values), width, label=label)
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right")
-    ax.set_ylabel(f"AP ({subset} frames)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    """``per_joint_ap.png``: :func:`per_joint_figure`."""
+    plt = _pyplot()
+    fig = per_joint_figure(results, subset)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
-def side_by_side_video(results: dict, path: Path, data_root: Path, max_frames: int = 60) -> None:
-    """GT | baseline | GLSMamba for the first val video."""
+def per_joint_figure(results: dict, subset: str = "degraded"):
+    """AP per joint on ``subset`` frames (grouped bars, one colour per row; the legend
+    under the axes)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    first = next(iter(results.values()))
+    names = first["joints"]
+    subset = subset if subset in first["per_joint"] else "overall"
+    width = 0.8 / len(results)
+    for i, (label, result) in enumerate(results.items()):
+        values = np.nan_to_num(result["per_joint"][subset])
+        ax.bar(np.arange(len(names)) + i * width, values, width,
+               color=RUN_COLORS.get(result.get("run"), None),
+               label=f"{label} (mAP {result['metrics'][subset]:.1f})")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right")
+    ax.set_ylabel("AP")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    frames = first["counts"].get(subset) or sum(len(v["images"]) for v in first["gt"].values())
+    ax.set_title(f"per-joint AP on {subset} frames ({frames} frames)", fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def side_by_side_video(results: dict, path: Path, data_root: Path,
+                       max_videos: int | None = None, progress: bool = False) -> dict:
+    """GT | one panel per entry of ``results`` (panel label -> scored row), every frame
+    of every val video (the first ``max_videos``), frames upscaled to panels at least
+    :data:`VIDEO_PANEL_HEIGHT` px high; the ground truth in one colour (also under the
+    predictions). Returns ``{"codec", "videos", "frames", "panel", "size"}``."""
+    from glsmamba.inference.drawing import VideoWriter
+    from glsmamba.progress import progress as progress_bar
+    first = next(iter(results.values()))
+    videos = sorted(first["gt"])[:max_videos]
+    frames = sum(len(first["gt"][v]["images"]) for v in videos)
+    writer, panel = None, None
+    bar = progress_bar(total=frames, desc="report video", unit="frame", enabled=progress)
+    try:
+        for video in videos:
+            by_image = {label: _people_by_image(r["pred"][video]) for label, r in results.items()}
+            gt_people = _people_by_image(first["gt"][video])
+            images = first["gt"][video]["images"]
+            for index, image in enumerate(images):
+                place = f"{video}  frame {index + 1}/{len(images)}"
+                canvas = _video_frame(data_root, image, place, gt_people, by_image)
+                bar.update(1)
+                if canvas is None:
+                    continue
+                if writer is None:
+                    writer = VideoWriter(path, VIDEO_FPS, (canvas.shape[1], canvas.shape[0]),
+                                         atomic=True)
+                    panel = (canvas.shape[1] // (len(results) + 1), canvas.shape[0])
+                writer.write(canvas)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    if writer is None:
+        return {"codec": None, "videos": 0, "frames": 0, "panel": None, "size": None}
+    writer.release()
+    return {"codec": writer.codec, "videos": len(videos), "frames": writer.frames,
+            "panel": panel, "size": writer.size}
+
+
+def _people_by_image(document: dict) -> dict:
+    people: dict = {}
+    for annotation in document["annotations"]:
+        people.setdefault(annotation["image_id"], []).append(_person(annotation))
+    return people
+
+
+def _video_frame(data_root: Path, image: dict, place: str, gt_people: dict,
+                 predictions: dict) -> np.ndarray | None:
+    """One row of panels for ``image`` (None when its file does not decode); ``place``
+    names the video and frame."""
     from glsmamba.data.metainfo import load_metainfo
-    from glsmamba.inference.drawing import draw_poses, open_video_writer
+    from glsmamba.inference.drawing import draw_poses
+    frame = cv2.imread(str(Path(data_root) / image["file_name"]))
+    if frame is None:
+        return None
     info = load_metainfo("posetrack")
-    names = list(results)
-    first = results[names[0]]
-    video = sorted(first["gt"])[0]
-    images = first["gt"][video]["images"][:max_frames]
-    panels_of = [("GT", first["gt"][video])] + [(n, results[n]["pred"][video]) for n in names]
-    writer = None
-    for image in images:
-        frame = cv2.imread(str(Path(data_root) / image["file_name"]))
-        if frame is None:
-            continue
-        tiles = []
-        for label, data in panels_of:
-            people = [_person(a) for a in data["annotations"] if a["image_id"] == image["id"]]
-            tile = draw_poses(frame, people, info.skeleton, info.link_colors, score_thr=0.2,
-                              boxes=False)
-            cv2.putText(tile, label[:28], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-            tags = ",".join(image.get("degradations", []))
-            if tags:
-                cv2.putText(tile, tags, (4, tile.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                            (0, 0, 255), 1)
-            tiles.append(tile)
-        canvas = np.concatenate(tiles, axis=1)
-        if writer is None:
-            writer = open_video_writer(path, 10, (canvas.shape[1], canvas.shape[0]))
-        writer.write(canvas)
-    if writer is not None:
-        writer.release()
+    scale = max(1, -(-VIDEO_PANEL_HEIGHT // frame.shape[0]))       # ceil, whole pixels
+    frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    gt_colors = [GT_COLOR_RGB] * len(info.skeleton)
+    gt = [_scaled(p, scale) for p in gt_people.get(image["id"], [])]
+    tags = ", ".join(image.get("degradations", [])) or "clean"
+    outline = [(0, 0, 0)] * len(info.skeleton)
+    gt_tile = draw_poses(frame, gt, info.skeleton, outline, 0.0, boxes=False, thickness=5,
+                         radius=0)
+    gt_tile = draw_poses(gt_tile, gt, info.skeleton, gt_colors, 0.0, boxes=False, thickness=2)
+    tiles = [_label(gt_tile, "ground truth (yellow)", place, tags)]
+    for label, people in predictions.items():
+        tile = draw_poses(frame, gt, info.skeleton, gt_colors, 0.0, boxes=False, thickness=1,
+                          radius=0)
+        tile = draw_poses(tile, [_scaled(p, scale) for p in people.get(image["id"], [])],
+                          info.skeleton, info.link_colors, VIDEO_SCORE_THR, boxes=False)
+        tiles.append(_label(tile, label, "colours: prediction; thin yellow: GT", tags))
+    return np.concatenate(tiles, axis=1)
+
+
+def _scaled(person: dict, scale: float) -> dict:
+    keypoints = person["keypoints"].copy()
+    keypoints[:, :2] *= scale
+    return {**person, "keypoints": keypoints}
+
+
+def _label(tile: np.ndarray, title: str, note: str, tags: str) -> np.ndarray:
+    """A title bar above ``tile`` and a bar below it (``note`` left, ``tags`` right, red
+    unless the frame is clean)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    width = tile.shape[1]
+    top = np.full((30, width, 3), 32, np.uint8)
+    cv2.putText(top, title, (8, 21), font, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    bottom = np.full((24, width, 3), 32, np.uint8)
+    cv2.putText(bottom, note, (8, 17), font, 0.45, (220, 220, 220), 1, cv2.LINE_AA)
+    (text_w, _), _ = cv2.getTextSize(tags, font, 0.5, 1)
+    color = (120, 220, 120) if tags == "clean" else (80, 80, 255)
+    cv2.putText(bottom, tags, (max(8, width - text_w - 8), 17), font, 0.5, color, 1, cv2.LINE_AA)
+    out = np.concatenate([top, tile, bottom], axis=0)
+    out[:, -1] = 0                                  # a dark line between panels
+    return out
 
 
 def _person(annotation: dict) -> dict:
@@ -440,12 +707,41 @@ def _person(annotation: dict) -> dict:
         keypoints[:, 2] = np.asarray(scores, np.float32)
     return {"keypoints": keypoints, "bbox": annotation.get("bbox"),
             "track_id": annotation.get("track_id")}
-
-
 def write_summary(path: Path, table: str, results: dict, timings: dict, recipe: dict,
-                  steps: int, overrides: dict | None = None) -> None:
+                  steps: int, overrides: dict | None = None, media: dict | None = None) -> None:
+    """The report's ``summary.md``: the table, what each row measures, the protocol, the
+    times and what the media files hold."""
     overrides = GLSMAMBA_OVERRIDES if overrides is None else overrides
     counts = next(iter(results.values()))["counts"]
+    lines = [
+        "# GLSMamba demo: temporal vs single-frame on the synthetic benchmark", "",
+        f"PoseTrack mAP (poseval rules, GT boxes, no flip test, "
+        f"{recipe.get('decode', 'quarter')} decoding) on the val split.", "",
+        table, "",
+        "Frames per subset: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), "",
+        "`glsmamba eval runs/RUN` scores one run again from its stored config (same numbers, "
+        "same machine and library versions).", "",
+        "## What the rows measure", "",
+        f"- *backbone only* (the paper's row): the stage-1 baseline (preset `{BASELINE_MODEL}`) "
+        "plus the extra budget with its encoder frozen, so only its 1x1 head trains;",
+        "- *encoder fine-tuned*: the same baseline whose encoder and head both train in the "
+        "extra budget (more trainable parameters than GLSMamba's stack; shown so that "
+        "nothing is hidden, not a row of the paper);",
+        f"- *T = 1*: preset `{DEMO_MODEL}`, same blocks, same frozen features and budget, one "
+        "frame (a few k fewer trainable parameters: the per-clip channel-attention MLP is "
+        "T x D wide): T = 5 minus T = 1 is the gain of temporal context alone;",
+        f"- *T = 5*: `{DEMO_MODEL}` on frames t-2 .. t+2.", "",
+        "## Protocol", "",
+        *_protocol_lines(recipe, steps, overrides), "",
+        "## Wall time and CPU time (this machine)", "",
+        *[f"- {k}: {v:.0f} s" for k, v in timings.items()], "",
+        "## Files", "",
+        *_media_lines(media), "",
+    ]
+    atomic_write_text(path, "\n".join(lines))
+
+
+def _protocol_lines(recipe: dict, steps: int, overrides: dict) -> list[str]:
     w, h = recipe["input_size"]
     stride = recipe.get("feature_stride", 8)
     if recipe.get("pretrain_videos"):
@@ -456,35 +752,19 @@ def write_summary(path: Path, table: str, results: dict, timings: dict, recipe: 
     else:
         pretrain = ("the clean training frames of the benchmark only (the labels of degraded "
                     "frames dropped)")
-    lines = [
-        "# GLSMamba demo: temporal vs single-frame on the synthetic benchmark", "",
-        f"PoseTrack mAP (poseval rules, GT boxes, no flip test, "
-        f"{recipe.get('decode', 'quarter')} decoding) on the val split.", "",
-        table, "",
-        "Frames per subset: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), "",
-        "## What the rows measure", "",
-        "- *backbone only* (the paper's row): the stage-1 baseline plus the extra budget "
-        "with its encoder frozen, so only its 1x1 head trains;",
-        "- *encoder fine-tuned*: the same baseline whose encoder and head both train in the "
-        "extra budget (more trainable parameters than GLSMamba's stack; shown so that "
-        "nothing is hidden, not a row of the paper);",
-        "- *T = 1*: GLSMamba-tiny, same blocks, same frozen features and budget, one frame "
-        "(a few k fewer trainable parameters: the per-clip channel-attention MLP is T x D "
-        "wide): T = 5 minus T = 1 is the gain of temporal context alone;",
-        "- *T = 5*: GLSMamba-tiny on frames t-2 .. t+2.", "",
-        "## Protocol", "",
+    return [
         f"- data: {recipe['videos']} synthetic videos x {recipe['frames']} frames "
         f"({recipe['size'][0]}x{recipe['size'][1]}), hard-case rate {recipe['hard_rate']}, "
         f"severity {recipe['severity']} (docs/SYNTH.md), "
         "25% of the videos held out for validation;",
         f"- crops {w}x{h} (W x H), heatmaps at 1/4 ({w // 4}x{h // 4}); GLSMamba reads the "
         f"encoder's 1/{stride} features ({w // stride}x{h // stride} x T tokens);",
-        f"- stage 1: single-frame ViTPose-tiny (encoder + deconvs + 1x1 head) trained end to "
-        f"end for {recipe['stage1_epochs']} epochs (AdamW, lr {recipe['lr1']}, batch "
+        f"- stage 1: single-frame `{BASELINE_MODEL}` (encoder + deconvs + 1x1 head) trained "
+        f"end to end for {recipe['stage1_epochs']} epochs (AdamW, lr {recipe['lr1']}, batch "
         f"{recipe['batch_size']}, pixel "
         f"augmentation {'on' if recipe.get('stage1_augment') else 'off'}) on {pretrain};",
         f"- stage 2: its encoder frozen (as the paper freezes a pretrained ViTPose), features "
-        f"cached, GSM + LRM + head of GLSMamba-tiny ({overrides}) trained for "
+        f"cached, GSM + LRM + head of `{DEMO_MODEL}` ({overrides}) trained for "
         f"{recipe['stage2_epochs']} epochs = {steps} steps (batch "
         f"{recipe.get('stage2_batch_size', recipe['batch_size'])}, lr {recipe['lr2']}) on all "
         "training frames of the benchmark, at T = 5 and at T = 1;",
@@ -492,10 +772,20 @@ def write_summary(path: Path, table: str, results: dict, timings: dict, recipe: 
         "weights on all training frames, same batch size, lr and schedule, once with its "
         "encoder frozen and once fine-tuned;",
         "- all scored with the same code: predictions written one poseval JSON per video, "
-        "then mAP overall and on frames whose record lists a degradation.", "",
-        "## Wall time and CPU time (this machine)", "",
-        *[f"- {k}: {v:.0f} s" for k, v in timings.items()], "",
-        "Files: `loss_curves.png`, `per_joint_ap.png` (degraded frames), `side_by_side.mp4` "
-        "(GT | backbone only | GLSMamba T = 5 on the first val video).", "",
+        "then mAP overall and on frames whose record lists a degradation.",
     ]
-    path.write_text("\n".join(lines))
+
+
+def _media_lines(media: dict | None) -> list[str]:
+    lines = ["- `results.json`: the table's numbers per run;",
+             "- `loss_curves.png`: training loss per stage (moving averages);",
+             "- `per_joint_ap.png`: AP per joint on the degraded frames;"]
+    if not media or not media.get("frames"):
+        return lines + ["- `side_by_side.mp4`: not written (no val frame decoded)."]
+    codec = media["codec"]
+    note = ("" if codec.startswith("H.264") else
+            " (many browsers do not play it: `pip install av` gives H.264)")
+    return lines + [
+        f"- `side_by_side.mp4`: ground truth | backbone only | {DEMO_MODEL} T = 5 on all "
+        f"{media['frames']} frames of the {media['videos']} val videos, {VIDEO_FPS} frames/s, "
+        f"panels {media['panel'][0]}x{media['panel'][1]} px, codec {codec}{note}."]

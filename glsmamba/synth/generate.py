@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from glsmamba.errors import ConfigError, DataError
+from glsmamba.fileio import atomic_write_bytes
 from glsmamba.synth import mocap
 from glsmamba.synth.annotate import PersonLabel, frame_degradations, label_people
 from glsmamba.synth.body import KEYPOINT_NAMES, SKELETON
@@ -192,7 +193,7 @@ def _generate_video(root: Path, job: VideoJob, options: SynthOptions) -> dict:
         ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality])
         if not ok:
             raise DataError("JPEG encoding failed", str(folder / f"{frame:06d}.jpg"))
-        (folder / f"{frame:06d}.jpg").write_bytes(encoded.tobytes())
+        atomic_write_bytes(folder / f"{frame:06d}.jpg", encoded.tobytes())
     document = {"images": images, "annotations": annotations, "categories": CATEGORIES}
     write_json(root / "annotations" / job.split / f"{job.name}.json", document)
     return {
@@ -207,7 +208,17 @@ def _generate_video(root: Path, job: VideoJob, options: SynthOptions) -> dict:
 
 def write_json(path: Path, document) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, separators=(",", ":")))
+    atomic_write_bytes(path, json.dumps(document, separators=(",", ":")).encode())
+
+
+def check_complete(root: str | Path) -> None:
+    """DataError when ``root`` is a benchmark glsmamba synth started but did not finish
+    (its meta.json says ``"complete": false``: the generation was killed or failed)."""
+    meta = _read_meta(Path(root))
+    if meta is not None and meta.get("complete") is False:
+        raise DataError("this synthetic benchmark is incomplete (meta.json says \"complete\": "
+                        "false: its generation was interrupted); generate it again with "
+                        "glsmamba synth --overwrite", str(root))
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +274,6 @@ def record_outputs(root: str | Path, relative_paths: list[str]) -> None:
 
 
 def _write_meta(root: Path, meta: dict) -> None:
-    from glsmamba.fileio import atomic_write_bytes
     atomic_write_bytes(root / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
 
 

@@ -109,6 +109,9 @@ def make_preview(root: str | Path, out_path: str | Path | None = None, count: in
     rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
     sheet = np.concatenate(rows, axis=0)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out_path), sheet):
-        raise DataError("cannot write preview image", str(out_path))
+    ok, encoded = cv2.imencode(Path(out_path).suffix or ".png", sheet)
+    if not ok:
+        raise DataError("cannot encode preview image", str(out_path))
+    from glsmamba.fileio import atomic_write_bytes
+    atomic_write_bytes(out_path, encoded.tobytes())
     return out_path

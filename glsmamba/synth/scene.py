@@ -15,9 +15,6 @@ from glsmamba.synth.body import PersonStyle, body_points
 from glsmamba.synth.camera import Camera
 from glsmamba.synth.textures import random_texture
 
-DEGRADATIONS = ("occluded", "blur", "defocus", "crossing")
-
-
 @dataclass
 class SceneOptions:
     width: int = 320

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from glsmamba.data.datasets import get_dataset
 from glsmamba.data.metainfo import available_metainfo, load_metainfo
 from glsmamba.errors import ConfigError, DataError
 
@@ -14,10 +15,17 @@ POSETRACK_ORDER = ["nose", "head_bottom", "head_top", "left_ear", "right_ear", "
                    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]
 
 
-def test_bundled_files_and_aliases():
+def test_bundled_files_and_dataset_metainfo():
     assert {"posetrack", "jhmdb"} <= set(available_metainfo())
-    for alias in ("posetrack18", "PoseTrack21", "posetrack17"):
-        assert load_metainfo(alias).joint_names == tuple(POSETRACK_ORDER)
+    assert load_metainfo("PoseTrack").joint_names == tuple(POSETRACK_ORDER)
+    # each dataset type names its metainfo itself (no alias table elsewhere)
+    for name in ("posetrack18", "posetrack21", "posetrack17"):
+        info = load_metainfo(get_dataset(name).default_metainfo)
+        assert info.joint_names == tuple(POSETRACK_ORDER)
+    for name in ("jhmdb", "jhmdb_mat"):
+        assert load_metainfo(get_dataset(name).default_metainfo).num_joints == 15
+    with pytest.raises(ConfigError, match="unknown dataset metainfo"):
+        load_metainfo("posetrack18")
 
 
 def test_posetrack_layout():

@@ -23,7 +23,8 @@ def tiny_config(synth_root):
     """A glsmamba-tiny config on the synthetic data, small enough for a few seconds."""
     from glsmamba.engine.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
-    config["model"].update(name="glsmamba-tiny", overrides=dict(TINY_OVERRIDES))
+    config["model"].update(name="glsmamba-tiny", overrides=dict(TINY_OVERRIDES),
+                           random_encoder_ok=True)
     config["data"].update(type="posetrack18", root=str(synth_root), val_detections="",
                           batch_size=2, val_batch_size=4, workers=0, augment=False, delta=1)
     config["train"].update(epochs=1, lr=1e-3, log_interval=1, val_interval=0, amp="off")

@@ -80,3 +80,30 @@ def test_dump_round_trip(tmp_path):
     config = cfg.load_config(write(tmp_path, "[model.overrides]\ndim = 8\n"), ["train.lr=0.5"])
     again = cfg.load_config(write(tmp_path, cfg.dump_config(config)))
     assert again == config
+
+
+def test_section_reads_keys_as_attributes_with_defaults():
+    import copy as _copy
+
+    from glsmamba.engine.config import DEFAULTS, section
+    config = _copy.deepcopy(DEFAULTS)
+    config["data"]["delta"] = 3
+    del config["data"]["sigma"]                   # a config written before the key existed
+    data = section(config, "data")
+    assert data.delta == 3 and data.sigma == DEFAULTS["data"]["sigma"]
+    with pytest.raises(AttributeError, match="no key 'nope'"):
+        data.nope
+    with pytest.raises(AttributeError, match="read-only"):
+        data.delta = 4
+
+
+def test_choices_come_from_the_registries(tmp_path):
+    from glsmamba.data.datasets import list_datasets
+    from glsmamba.engine.config import choices_for
+    assert choices_for("data", "type") == set(list_datasets())
+    assert "jhmdb_mat" in choices_for("data", "type")          # registered, so selectable
+    assert "glsmamba-tiny" in choices_for("model", "name")
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nname = "nope"\n')
+    with pytest.raises(ConfigError, match="model.name = 'nope' is not one of"):
+        cfg.load_config(path)

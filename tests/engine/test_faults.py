@@ -202,14 +202,15 @@ def test_work_dir_that_is_a_file(tmp_path):
 def test_read_only_work_dir(tmp_path, monkeypatch):
     target = tmp_path / "run"
     target.mkdir()
-    real_write = Path.write_bytes
+    import glsmamba.engine.trainer as trainer_module
+    real_create = trainer_module.create_exclusive
 
-    def read_only(self, data):
-        if self.parent == target:
+    def read_only(path, *args):
+        if Path(path).parent == target:
             raise OSError(errno.EROFS, "Read-only file system")
-        return real_write(self, data)
+        return real_create(path, *args)
 
-    monkeypatch.setattr(Path, "write_bytes", read_only)
+    monkeypatch.setattr(trainer_module, "create_exclusive", read_only)
     with pytest.raises(ConfigError, match="run: the work dir cannot be created or written: "
                                           "Read-only file system"):
         prepare_work_dir(target, resume=False, overwrite=False)

@@ -48,17 +48,66 @@ def test_rules_on_plain_layers():
             self.pos_embed = nn.Parameter(torch.zeros(1, 4, 8))
             self.gain = nn.Parameter(torch.zeros(8, 8))
 
+        def no_weight_decay(self):
+            return {"pos_embed"}
+
     holder = Holder()
     table = nn.Embedding(10, 4)
     norm = nn.LayerNorm(8)
     linear = nn.Linear(8, 8)
-    assert no_weight_decay_reason("pos_embed", holder.pos_embed, holder) == "embedding"
+    # names alone exempt nothing: the module has to list the embedding
+    assert no_weight_decay_reason("pos_embed", holder.pos_embed, holder) is None
+    assert no_weight_decay_reason("pos_embed", holder.pos_embed, holder, {"pos_embed"}) is not None
     assert no_weight_decay_reason("gain", holder.gain, holder) is None
     assert no_weight_decay_reason("table.weight", table.weight, table) == "embedding"
     assert no_weight_decay_reason("norm.weight", norm.weight, norm) is not None
     assert no_weight_decay_reason("fc.weight", linear.weight, linear) is None
     assert no_weight_decay_reason("fc.bias", linear.bias, linear) is not None
     assert no_weight_decay_reason("gain", holder.gain, holder, {"gain"}) is not None
+    # a model without no_weight_decay(): what its submodules list, with their prefix
+    tree = nn.Sequential(linear, holder)
+    _, exempt = split_decay(tree)
+    assert {n for n, _, _ in exempt} == {"0.bias", "1.pos_embed"}
+
+
+_OLD_NAME_RULES_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.LayerNorm,
+                          nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
+
+
+def _old_exempt(model: nn.Module) -> set[str]:
+    """The rules optim.py applied before models declared no_weight_decay() (names guessed:
+    ``bias`` endings, ``embed`` / ``token`` in module paths): the behaviour to keep."""
+    names = set()
+    for module_name, module in model.named_modules():
+        for leaf, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            name = f"{module_name}.{leaf}" if module_name else leaf
+            if (getattr(param, "_no_weight_decay", False) or param.ndim <= 1
+                    or leaf.endswith("bias") or isinstance(module, _OLD_NAME_RULES_LAYERS[3:])
+                    or isinstance(module, nn.Embedding)
+                    or (not isinstance(module, _OLD_NAME_RULES_LAYERS)
+                        and any(key in name for key in ("embed", "token")))):
+                names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("glsmamba-tiny", {}),
+    ("vitpose-tiny", {}),
+    ("glsmamba-b", dict(encoder_arch="vit-tiny", input_size=(96, 128), dim=32)),
+    ("glsmamba-b-shared-s6", dict(encoder_arch="vit-tiny", input_size=(96, 128), dim=32)),
+    ("trans-b-lr", dict(encoder_arch="vit-tiny", input_size=(96, 128), dim=32, depth=1,
+                        num_heads=2)),
+])
+def test_model_declared_exemptions_match_the_old_name_rules(name, overrides):
+    """Which parameters decay is unchanged, frozen encoder trainable or not."""
+    model = create_model(name, **overrides)
+    for param in model.parameters():
+        param.requires_grad_(True)                    # the encoder's pos_embed included
+    _, exempt = split_decay(model)
+    assert {n for n, _, _ in exempt} == _old_exempt(model)
+    assert "encoder.backbone.pos_embed" in model.no_weight_decay()
 
 
 def test_trainer_optimizer_uses_the_groups(tiny, tmp_path):

@@ -140,7 +140,7 @@ def fixture_run(tmp_path, fixtures_dir):
     from glsmamba.engine.config import DEFAULTS, dump_config
     FIXTURE_VAL = fixtures_dir / "posetrack18/annotations/val"
     config = copy.deepcopy(DEFAULTS)
-    config["model"].update(name="glsmamba-tiny", overrides={
+    config["model"].update(name="glsmamba-tiny", random_encoder_ok=True, overrides={
         "input_size": [48, 64], "dim": 16, "d_state": 1, "gsm_depth": 1, "lrm_depth": 1,
         "mlp_ratio": 1.0})
     config["data"].update(type="posetrack18", root=str(fixtures_dir / "posetrack18"),

@@ -17,7 +17,8 @@ def tiny_config():
     """A glsmamba-tiny config (inference reads no dataset, so the data root is unused)."""
     from glsmamba.engine.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
-    config["model"].update(name="glsmamba-tiny", overrides=dict(TINY_OVERRIDES))
+    config["model"].update(name="glsmamba-tiny", overrides=dict(TINY_OVERRIDES),
+                           random_encoder_ok=True)
     config["data"].update(type="posetrack18", root="unused", val_detections="", delta=1,
                           workers=0, augment=False)
     config["train"].update(amp="off")

@@ -113,3 +113,19 @@ def test_vtest_with_default_detector(tiny_checkpoint, shared_dir):
         x, y, w, h = person.box
         assert 0 <= x and 0 <= y and x + w <= 768 + 1e-3 and y + h <= 576 + 1e-3
         assert np.isfinite(person.keypoints).all()
+
+
+def test_from_checkpoint_reads_the_checkpoint_once(tiny_checkpoint, monkeypatch):
+    """Config and weights come from one read of the checkpoint files."""
+    from glsmamba.engine import checkpoint
+    reads = []
+    real = checkpoint.load_checkpoint
+
+    def counted(path):
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", counted)
+    monkeypatch.setattr("glsmamba.engine.builder.load_checkpoint", counted)
+    estimator = PoseEstimator.from_checkpoint(tiny_checkpoint, device="cpu", detector=None)
+    assert len(reads) == 1 and estimator.model is not None

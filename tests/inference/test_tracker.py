@@ -1,9 +1,17 @@
-"""IoU tracking: ids kept across frames, new ids for new boxes."""
+"""Trackers: the greedy IoU tracker, and the pose tracker (IoU + OKS + constant velocity,
+optimal assignment, two stages, track ageing) alone and inside ``predict_video``."""
 from __future__ import annotations
 
-import numpy as np
+import json
 
-from glsmamba.inference.tracker import IouTracker, box_iou
+import numpy as np
+import pytest
+
+from glsmamba.errors import ConfigError
+from glsmamba.inference.tracker import (IouTracker, PoseTracker, PoseTrackerOptions, box_iou,
+                                        build_tracker, pose_oks)
+
+SIGMAS = np.full(6, 0.08)
 
 
 def test_iou_tracker_keeps_ids():
@@ -13,3 +21,174 @@ def test_iou_tracker_keeps_ids():
     assert tracker.update(a[::-1] + 1) == [1, 0]
     assert tracker.update(np.array([[200, 200, 5, 5]], np.float32)) == [2]
     assert box_iou(a, a).diagonal().tolist() == [1.0, 1.0]
+
+
+def _pose(box, arms_up: bool) -> np.ndarray:
+    """Six joints inside a box: head, two hands (up or down), hips, feet; score 0.9."""
+    x, y, w, h = box
+    hands_y = y + 0.05 * h if arms_up else y + 0.6 * h
+    points = [(x + w / 2, y + 0.1 * h), (x, hands_y), (x + w, hands_y),
+              (x + w / 2, y + 0.55 * h), (x + 0.2 * w, y + h), (x + 0.8 * w, y + h)]
+    return np.array([[px, py, 0.9] for px, py in points])
+
+
+def _crossing(frames: int = 12):
+    """Two people walking through each other: A left->right with arms up, B right->left
+    with arms down; per frame boxes (2, 4), poses (2, 6, 3), true identity order."""
+    for t in range(frames):
+        a = np.array([20.0 + 10 * t, 40.0, 30.0, 80.0])
+        b = np.array([130.0 - 10 * t, 42.0, 30.0, 80.0])
+        people = [(a, _pose(a, True)), (b, _pose(b, False))]
+        order = [1, 0] if t % 2 else [0, 1]           # detection order changes per frame
+        yield (np.stack([people[i][0] for i in order]), np.stack([people[i][1] for i in order]),
+               order)
+
+
+def _identity_switches(tracker_update) -> int:
+    """Frames where a person's id differs from the one it had the frame before."""
+    last, switches = {}, 0
+    for boxes, poses, order in _crossing():
+        ids = tracker_update(boxes, poses)
+        for person, track in zip(order, ids):
+            switches += person in last and last[person] != track
+            last[person] = track
+    return switches
+
+
+def test_pose_tracker_keeps_identities_through_a_crossing_the_iou_tracker_swaps():
+    iou = IouTracker()
+    pose = PoseTracker(sigmas=SIGMAS)
+    assert _identity_switches(lambda b, p: iou.update(b)) > 0
+    assert _identity_switches(lambda b, p: pose.update(b, p, np.ones(len(b)))) == 0
+
+
+def test_constant_velocity_prediction_bridges_missed_frames():
+    tracker = PoseTracker(PoseTrackerOptions(max_age=3, oks_weight=0.0), sigmas=SIGMAS)
+    box = np.array([0.0, 0.0, 40.0, 80.0])
+    for t in range(3):
+        moved = box + [15.0 * t, 0, 0, 0]
+        assert tracker.update(moved[None], _pose(moved, True)[None], [1.0]) == [0]
+    # then unseen for 2 frames: at 15 px a frame it reappears 75 px from its last box (no
+    # overlap with it) but right in the predicted box
+    far = box + [15.0 * 5, 0, 0, 0]
+    assert box_iou(far[None], (box + [30.0, 0, 0, 0])[None])[0, 0] == 0
+    tracker.update(np.zeros((0, 4)), np.zeros((0, 6, 3)), [])
+    tracker.update(np.zeros((0, 4)), np.zeros((0, 6, 3)), [])
+    assert tracker.update(far[None], _pose(far, True)[None], [1.0]) == [0]
+
+
+def test_tracks_are_removed_after_max_age_missed_frames():
+    box = np.array([[10.0, 10.0, 20.0, 40.0]])
+    pose = _pose(box[0], True)[None]
+    empty = (np.zeros((0, 4)), np.zeros((0, 6, 3)), [])
+    tracker = PoseTracker(PoseTrackerOptions(max_age=2), sigmas=SIGMAS)
+    assert tracker.update(box, pose, [1.0]) == [0]
+    tracker.update(*empty)
+    tracker.update(*empty)
+    assert tracker.update(box, pose, [1.0]) == [0]            # 2 missed frames: kept
+    for _ in range(3):
+        tracker.update(*empty)
+    assert tracker.update(box, pose, [1.0]) == [1]            # 3 missed frames: a new track
+
+
+def test_low_score_people_continue_tracks_but_never_start_one():
+    box = np.array([[10.0, 10.0, 20.0, 40.0]])
+    other = np.array([[200.0, 10.0, 20.0, 40.0]])
+    tracker = PoseTracker(PoseTrackerOptions(high_score=0.6, low_score=0.2), sigmas=SIGMAS)
+    assert tracker.update(box, _pose(box[0], True)[None], [0.9]) == [0]
+    # second stage: a 0.3 box continues track 0; an isolated 0.3 box gets an id of its own
+    ids = tracker.update(np.concatenate([box, other]),
+                         np.stack([_pose(box[0], True), _pose(other[0], True)]), [0.3, 0.3])
+    assert ids[0] == 0 and ids[1] == 1
+    assert tracker.update(other, _pose(other[0], True)[None], [0.9]) == [2]   # not track 1
+    # a high-score box is matched before a low-score one competing for the same track
+    both = np.concatenate([box + 2, box - 2])
+    ids = tracker.update(both, np.stack([_pose(both[0], True), _pose(both[1], True)]),
+                         [0.3, 0.9])
+    assert ids[1] == 0 and ids[0] != 0
+
+
+def test_oks_uses_joints_confident_in_both_poses():
+    a = _pose([0, 0, 30, 80], True)[None]
+    b = a.copy()
+    b[0, :3, :2] += 100.0              # three joints far off ...
+    assert pose_oks(a, b, np.array([2400.0]), SIGMAS, 0.3)[0, 0] < 0.6
+    b[0, :3, 2] = 0.1                  # ... but not confident: left out
+    assert pose_oks(a, b, np.array([2400.0]), SIGMAS, 0.3)[0, 0] == pytest.approx(1.0)
+    b[0, :, 2] = 0.1
+    assert np.isnan(pose_oks(a, b, np.array([2400.0]), SIGMAS, 0.3)[0, 0])
+
+
+def test_options_are_checked_and_built_from_the_config_section():
+    with pytest.raises(ConfigError, match="low_score"):
+        PoseTrackerOptions(low_score=0.7, high_score=0.5)
+    with pytest.raises(ConfigError, match="iou_weight"):
+        PoseTrackerOptions(iou_weight=0, oks_weight=0)
+    with pytest.raises(ConfigError, match="unknown tracker"):
+        build_tracker("kalman")
+    from glsmamba.engine.config import DEFAULTS
+    tracker = build_tracker("pose", DEFAULTS["track"])
+    assert tracker.options == PoseTrackerOptions()            # documented defaults agree
+    assert isinstance(build_tracker("iou"), IouTracker)
+
+
+def _two_walkers(count: int = 10, size=(160, 96)):
+    """RGB frames of two textured rectangles crossing, with their boxes per frame."""
+    rng = np.random.default_rng(1)
+    frames, boxes = [], {}
+    for t in range(count):
+        frame = np.full((size[1], size[0], 3), 90, np.uint8)
+        xs = (10 + 6 * t, 130 - 6 * t)
+        for x in xs:
+            frame[20:80, x:x + 20] = rng.integers(150, 255, (60, 20, 3), dtype=np.uint8)
+        frames.append(frame)
+        boxes[t] = (np.array([[xs[0], 20, 20, 60], [xs[1], 20, 20, 60]], np.float32),
+                    np.array([0.9, 0.9], np.float32))
+    return frames, boxes
+
+
+@pytest.mark.parametrize("method", ["pose", "iou"])
+def test_predict_video_assigns_track_ids_with_either_tracker(tiny_checkpoint, method):
+    from glsmamba.inference import PoseEstimator
+    estimator = PoseEstimator.from_checkpoint(tiny_checkpoint, device="cpu", detector=None,
+                                              warn=lambda m: None, tracker=method)
+    frames, boxes = _two_walkers(6)
+    results = list(estimator.predict_video(frames, detections=boxes))
+    ids = [[p.track_id for p in r.people] for r in results]
+    assert all(len(set(frame)) == 2 and min(frame) >= 0 for frame in ids)
+    assert all(frame == [0, 1] for frame in ids)       # apart, slow: either tracker keeps them
+    assert estimator.last_stats["track_seconds"] >= 0.0
+
+
+def test_infer_json_scores_with_eval_predictions_tracking(tiny_config, tmp_path, capsys):
+    """``glsmamba infer``'s JSON is valid PoseTrack tracking input: scored against itself
+    (as GT, given head boxes) every joint's MOTA is 100."""
+    import cv2
+    from glsmamba.cli import main
+    from glsmamba.engine.builder import build_model
+    from glsmamba.engine.checkpoint import save_checkpoint
+    tiny_config["track"]["method"] = "pose"
+    model = build_model(tiny_config, log=lambda *_: None)
+    save_checkpoint(tmp_path / "ckpt", "last", model, {"config": tiny_config})
+    frames, boxes = _two_walkers(5)
+    (tmp_path / "frames").mkdir()
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / "frames" / f"{t:06d}.png"), frame[..., ::-1])
+    detections = [{"frame_index": t, "bbox": b.tolist(), "score": 0.9}
+                  for t, (bs, _) in boxes.items() for b in bs]
+    (tmp_path / "dets.json").write_text(json.dumps(detections))
+    assert main(["infer", str(tmp_path / "frames"), "--checkpoint", str(tmp_path / "ckpt"),
+                 "--detections", str(tmp_path / "dets.json"), "--out", str(tmp_path / "out"),
+                 "--no-progress", "--tracker", "pose"]) == 0
+    pred_file = next((tmp_path / "out").glob("*.json"))
+    data = json.loads(pred_file.read_text())
+    for ann in data["annotations"]:                    # the same file as GT: add head boxes
+        x, y, w, h = ann["bbox"]
+        ann["bbox_head"] = [x, y, w, h / 4]
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / pred_file.name).write_text(json.dumps(data))
+    out = tmp_path / "mot.json"
+    assert main(["eval-predictions", "--gt", str(tmp_path / "gt"), "--pred", str(pred_file),
+                 "--tracking", "--json", str(out)]) == 0
+    mota = json.loads(out.read_text())["mota"]
+    assert len(mota) == 16 and mota[15] == pytest.approx(100.0)

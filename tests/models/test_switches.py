@@ -133,6 +133,7 @@ def test_stmm_neighbours_model_forward_backward():
 # ------------------------------------------------------------------ reachable from configs
 def test_switches_reach_the_model_from_config_overrides():
     config = copy.deepcopy(DEFAULTS)
+    config["model"]["random_encoder_ok"] = True
     config["model"]["overrides"] = {**TINY, "input_size": [64, 96], "share_s6": True,
                                     "stmm_temporal": "neighbours"}
     model = build_model(config, log=lambda *_: None)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from glsmamba.errors import CheckpointError, ConfigError
 from glsmamba.models.vitpose import (
     VIT_ARCHS, ViTPoseEncoder, encoder_flops, interpolate_pos_embed, load_vitpose)
-from glsmamba.models.vitpose import _checkpoint_grid
+from glsmamba.models.weights_io import checkpoint_grid
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -197,9 +197,9 @@ def test_pos_embed_interpolated_for_other_input_size(tiny_pair):
 
 
 def test_checkpoint_grid_guess():
-    assert _checkpoint_grid(192, (8, 6)) == (16, 12)
-    assert _checkpoint_grid(196, (14, 14)) == (14, 14)
-    assert _checkpoint_grid(192, (12, 16)) == (12, 16)
+    assert checkpoint_grid(192, (8, 6)) == (16, 12)
+    assert checkpoint_grid(196, (14, 14)) == (14, 14)
+    assert checkpoint_grid(192, (12, 16)) == (12, 16)
 
 
 def test_load_interpolates_pos_embed(tiny_pair, tmp_path):

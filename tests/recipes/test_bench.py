@@ -23,7 +23,7 @@ def test_mean_std_is_the_sample_standard_deviation():
 def test_rows_are_the_papers_ablations_with_the_registry_switches():
     keys = [key for key, *_ in bench.ROWS]
     assert keys == ["backbone", "t1", "gsm", "full", "unified", "unified_spatial", "no_stmm",
-                    "attention"]
+                    "attention", "causal"]
     assert bench.preset_switches("glsmamba-b-no-lrm") == {"lrm_depth": 0}
     assert bench.preset_switches("glsmamba-b-unified") == {"scan_types": ["unified"]}
     assert bench.preset_switches("glsmamba-b-no-stmm") == {"use_stmm": False}
@@ -51,6 +51,21 @@ def test_row_configs_share_encoder_resolution_and_width(tmp_path):
     from glsmamba.engine.builder import build_model
     model = build_model(attention, log=lambda *_: None, for_training=False)
     assert model.feature_size == (recipe["input_size"][0] // 4, recipe["input_size"][1] // 4)
+
+
+def test_causal_row_is_the_full_row_on_causal_clips(tmp_path):
+    recipe = bench.FULL
+    base = demo.base_config(tmp_path, recipe, 0)
+    specs = {key: spec for key, _, spec, _ in bench.ROWS}
+    full = bench.row_config(base, recipe, "enc.safetensors", specs["full"])
+    causal = bench.row_config(base, recipe, "enc.safetensors", specs["causal"])
+    assert full["data"]["window"] == "centered" and causal["data"]["window"] == "causal"
+    assert {**causal, "data": None} == {**full, "data": None}     # only the window differs
+    assert {k: v for k, v in causal["data"].items() if k != "window"} == \
+        {k: v for k, v in full["data"].items() if k != "window"}
+    from glsmamba.engine.builder import build_model
+    model = build_model(causal, log=lambda *_: None, for_training=False)
+    assert model.num_frames == 5 and model.target_index == 4
 
 
 def test_aggregate_keeps_row_order_and_reports_spread():

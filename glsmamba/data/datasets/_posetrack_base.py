@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from glsmamba.data.datasets.base import (PoseDataset, VideoInfo, check_mode, clip_box_to_image,
+from glsmamba.data.datasets.base import (PoseDataset, VideoInfo, check_annotation_record,
+                                         check_image_record, check_mode, clip_box_to_image,
                                          clip_indices, load_json, parse_box, parse_keypoints)
 from glsmamba.data.metainfo import DatasetInfo
 from glsmamba.data.sample import PoseSample
+from glsmamba.data.windows import check_window
 from glsmamba.errors import DataError
 
 
@@ -68,6 +70,7 @@ class PoseTrackBase(PoseDataset):
         ann_path: folder of per-video JSON files, or one merged JSON file.
         data_root: folder that the images' ``file_name`` are relative to.
         delta: clip half-length; clips hold ``2 * delta + 1`` frames.
+        window: ``"centered"`` (frames t-delta..t+delta) or ``"causal"`` (t-2 delta..t).
         detections: JSON list of ``{image_id | image_name | file_name, bbox, score,
             category_id}``; when given, samples are these boxes (GT keypoints zero).
         det_score_thr: detections scoring below are dropped.
@@ -85,18 +88,25 @@ class PoseTrackBase(PoseDataset):
     coordinate_offset = 0.0          # subtracted from x, y (1 for 1-based files)
     visibility = "flag"              # "flag": v > 0; "coordinates": x > 0 and y > 0
 
+    @classmethod
+    def for_split(cls, root, ann, *, mode, delta, window, split, detections, det_score_thr,
+                  clip_detections):
+        return cls(cls.annotation_path(root, ann, split, mode), data_root=root, delta=delta,
+                   detections=detections, det_score_thr=det_score_thr, mode=mode,
+                   clip_detections=clip_detections, window=window)
+
     def __init__(self, ann_path: str | Path, data_root: str | Path = ".", delta: int = 2,
                  detections: str | Path | None = None, det_score_thr: float = 0.0,
                  labelled_only: bool = True, min_keypoints: int = 1, mode: str = "train",
                  metainfo: str | DatasetInfo | None = None, bad_gt_box: str = "error",
-                 clip_detections: bool = True):
+                 clip_detections: bool = True, window: str = "centered"):
         super().__init__(metainfo or self.default_metainfo, data_root)
         if delta < 0:
             raise ValueError(f"delta must be >= 0, got {delta}")
         if bad_gt_box not in ("error", "skip"):
             raise ValueError(f"bad_gt_box must be 'error' or 'skip', got {bad_gt_box!r}")
         self.ann_path = str(ann_path)
-        self.delta = delta
+        self.delta, self.window = delta, check_window(window)
         self.mode = check_mode(mode)
         self.labelled_only = labelled_only
         self.min_keypoints = min_keypoints
@@ -106,8 +116,11 @@ class PoseTrackBase(PoseDataset):
         self.detections = None if detections is None else str(detections)
         self._annotations: dict[str, list[tuple[str, dict]]] = {}   # video -> (file, ann)
         self._frame_index: dict[str, dict[Any, int]] = {}           # video -> image id -> index
+        self._image_at: dict[Any, str] = {}                         # image id -> where it is
+        self._video_ids: dict[str, Any] = {}                        # frame folder -> vid_id
+        per_video = Path(ann_path).is_dir()
         for path in annotation_files(ann_path):
-            self._read_file(path, load_json(path))
+            self._read_file(path, load_json(path), per_video)
         for video in self.videos.values():
             self._resolve_frames(video)
         if self.detections is None:
@@ -116,7 +129,35 @@ class PoseTrackBase(PoseDataset):
             self._add_detection_samples(self.detections)
 
     # ------------------------------------------------------------------ reading
-    def _read_file(self, path: str, data: Any) -> None:
+    def _check_image(self, image: Any, path: str, record: str, per_video: bool) -> str:
+        """Validate one image record (types, unique id, file inside the data root, its
+        folder = the file's video); return its video name."""
+        check_image_record(image, path, record)
+        where = f"image id={image['id']}"
+        if image["id"] in self._image_at:
+            raise DataError(f"image id {image['id']!r} is used twice (also {self._image_at[image['id']]}): "
+                            "ids must be unique, or frames and labels would mix", path, where)
+        self._image_at[image["id"]] = f"{os.path.basename(path)} {record}"
+        self.check_inside_root(self.image_path(image["file_name"]), path, where)
+        name = video_name_of(image["file_name"])
+        stem = Path(path).stem
+        if per_video and name != stem:
+            raise DataError(f"frame {image['file_name']!r} lies in folder {name!r} but this file "
+                            f"is video {stem!r}: per-video annotation files must be named as "
+                            "their image folder (predictions and scores pair them by name)",
+                            path, where)
+        other = self.videos.get(name)
+        if other is not None and other.ann_file != path:
+            raise DataError(f"frame folder {name!r} is also used by {other.ann_file}: two videos "
+                            "cannot share one frame folder", path, where)
+        video_id = self._video_ids.setdefault(name, image.get("vid_id"))
+        if image.get("vid_id") != video_id:
+            raise DataError(f"frame folder {name!r} holds frames of two videos (vid_id "
+                            f"{video_id!r} and {image.get('vid_id')!r}): two videos cannot "
+                            "share one frame folder", path, where)
+        return name
+
+    def _read_file(self, path: str, data: Any, per_video: bool = False) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DataError("expected a JSON object with an 'images' list (PoseTrack/COCO layout)", path)
         annotations = data.get("annotations") or []
@@ -124,17 +165,18 @@ class PoseTrackBase(PoseDataset):
             raise DataError("'annotations' must be a list", path)
         image_video: dict[Any, str] = {}
         for i, image in enumerate(data["images"]):
-            if not isinstance(image, dict) or "file_name" not in image or "id" not in image:
-                raise DataError("image record needs 'file_name' and 'id'", path, f"images[{i}]")
-            name = video_name_of(image["file_name"])
+            name = self._check_image(image, path, f"images[{i}]", per_video)
             video = self.videos.get(name)
             if video is None:
                 video = self.videos[name] = VideoInfo(name, path, [], categories=data.get("categories", []))
             video.images.append(image)
             image_video[image["id"]] = name
         for i, ann in enumerate(annotations):
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if isinstance(ann, dict) and not isinstance(image_id, (str, int)):
+                raise DataError(f"'image_id' must be an integer or a string, got {image_id!r:.60}",
+                                path, f"annotations[{i}]")
             if not isinstance(ann, dict) or ann.get("image_id") not in image_video:
-                image_id = ann.get("image_id") if isinstance(ann, dict) else None
                 raise DataError(f"annotation refers to unknown image_id {image_id!r}", path,
                                 f"annotations[{i}]")
             self._annotations.setdefault(image_video[ann["image_id"]], []).append((path, ann))
@@ -171,7 +213,7 @@ class PoseTrackBase(PoseDataset):
 
     def _clip(self, video: VideoInfo, image: dict) -> tuple[int, list[str]]:
         index = self._frame_index[video.name][image["id"]]
-        indices = clip_indices(index, len(video.frame_paths), self.delta)
+        indices = clip_indices(index, len(video.frame_paths), self.delta, self.window)
         return index, [video.frame_paths[i] for i in indices]
 
     def _visible(self, raw: np.ndarray) -> np.ndarray:
@@ -199,6 +241,7 @@ class PoseTrackBase(PoseDataset):
                 if not self._is_used(image):
                     continue
                 record = f"annotation id={ann.get('id')} (image {image['id']})"
+                check_annotation_record(ann, path, record)
                 raw = parse_keypoints(ann.get("keypoints", [0.0] * 3 * num_joints), num_joints, path, record)
                 visible = self._visible(raw)
                 if visible.sum() < self.min_keypoints:

@@ -23,8 +23,10 @@ import numpy as np
 
 from glsmamba.data.datasets._posetrack_base import PoseTrackBase
 from glsmamba.data.datasets.base import PoseDataset, VideoInfo, check_mode, clip_indices
+from glsmamba.data.datasets.registry import register_dataset
 from glsmamba.data.metainfo import DatasetInfo
 from glsmamba.data.sample import PoseSample
+from glsmamba.data.windows import check_window
 from glsmamba.errors import DataError
 
 SPLITS = (1, 2, 3)
@@ -48,6 +50,7 @@ def find_split_file(ann_dir: str | Path, split: int, mode: str = "train") -> Pat
     return matches[0]
 
 
+@register_dataset("jhmdb")
 class JhmdbDataset(PoseTrackBase):
     """Sub-JHMDB in mmpose's JSON layout (1-based coordinates converted to 0-based).
 
@@ -56,7 +59,14 @@ class JhmdbDataset(PoseTrackBase):
     """
 
     default_metainfo = "jhmdb"
+    metric = "pck"
+    detected_boxes = False             # Sub-JHMDB is evaluated on GT boxes
     coordinate_offset = 1.0
+
+    @classmethod
+    def annotation_path(cls, root, ann, split, mode):
+        """The ``Sub<split>_<mode>.json`` file in the data.train_ann / val_ann folder."""
+        return find_split_file(Path(root) / ann, split, mode)
 
 
 def read_split_lists(splits_dir: str | Path, split: int) -> dict[str, list[tuple[str, int]]]:
@@ -107,6 +117,7 @@ def load_joint_positions(path: str | Path, num_joints: int = 15) -> np.ndarray:
     return np.transpose(pos, (2, 1, 0)) - 1.0                                  # (T, K, 2)
 
 
+@register_dataset("jhmdb_mat")
 class JhmdbMatDataset(PoseDataset):
     """Sub-JHMDB from the original release (``joint_positions.mat`` + split lists).
 
@@ -115,16 +126,28 @@ class JhmdbMatDataset(PoseDataset):
         split: 1, 2 or 3.
         mode: ``"train"`` (split flag 1) or ``"test"`` (flag 2).
         delta: clip half-length.
+        window: ``"centered"`` (frames t-delta..t+delta) or ``"causal"`` (t-2 delta..t).
         splits_dir: split list folder, relative to ``root`` (``sub_splits`` = Sub-JHMDB).
     """
 
+    default_metainfo = "jhmdb"
+    metric = "pck"
+    detected_boxes = False
+
+    @classmethod
+    def for_split(cls, root, ann, *, mode, delta, window, split, detections, det_score_thr,
+                  clip_detections):
+        """The release folder ``root`` (data.train_ann / val_ann are not used)."""
+        return cls(root, split=split, mode=mode, delta=delta, window=window)
+
     def __init__(self, root: str | Path, split: int = 1, mode: str = "train", delta: int = 2,
                  splits_dir: str = "sub_splits", image_dir: str = "Rename_Images",
-                 joints_dir: str = "joint_positions", metainfo: str | DatasetInfo = "jhmdb"):
+                 joints_dir: str = "joint_positions", metainfo: str | DatasetInfo = "jhmdb",
+                 window: str = "centered"):
         super().__init__(metainfo, root)
         self.mode = check_mode(mode)
-        self.delta = delta
-        self.split = split
+        self.delta, self.window = delta, check_window(window)
+        self.split, self.splits_dir = split, splits_dir
         flag = 1 if mode == "train" else 2
         lists = read_split_lists(Path(root) / splits_dir, split)
         for action, entries in lists.items():
@@ -143,6 +166,9 @@ class JhmdbMatDataset(PoseDataset):
 
     def _add_video(self, action: str, video: str, image_dir: str, joints_dir: str) -> None:
         mat_path = os.path.join(self.data_root, joints_dir, action, video, "joint_positions.mat")
+        for path in (mat_path, os.path.join(self.data_root, image_dir, action, video, "x")):
+            self.check_inside_root(path, os.path.join(self.data_root, self.splits_dir),
+                                   f"{action} video {video!r}")
         positions = load_joint_positions(mat_path, self.metainfo.num_joints)      # (T, K, 2)
         frames = self._frame_paths(os.path.join(self.data_root, image_dir, action, video), len(positions))
         name = video
@@ -153,7 +179,7 @@ class JhmdbMatDataset(PoseDataset):
         for t, keypoints in enumerate(positions):
             visible = np.isfinite(keypoints).all(axis=1).astype(np.float32)
             box = self._joint_box(keypoints, visible, mat_path, f"frame {t + 1}")
-            clip = [frames[i] for i in clip_indices(t, len(frames), self.delta)]
+            clip = [frames[i] for i in clip_indices(t, len(frames), self.delta, self.window)]
             self.samples.append(PoseSample(
                 image_path=frames[t], frame_paths=clip, bbox_xywh=box,
                 keypoints=np.nan_to_num(keypoints) * visible[:, None], visible=visible,

@@ -9,7 +9,9 @@ Their layout: ``posetrack_train.json`` / ``posetrack_val.json`` (merged COCO-sty
 from __future__ import annotations
 
 from glsmamba.data.datasets._posetrack_base import PoseTrackBase
+from glsmamba.data.datasets.registry import register_dataset
 
 
+@register_dataset("posetrack17")
 class PoseTrack17Dataset(PoseTrackBase):
     """PoseTrack17 (COCO-style conversion) -> clip samples; arguments as :class:`PoseTrackBase`."""

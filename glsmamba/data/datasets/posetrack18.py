@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from glsmamba.data.datasets._posetrack_base import PoseTrackBase
+from glsmamba.data.datasets.registry import register_dataset
 
 
+@register_dataset("posetrack18")
 class PoseTrack18Dataset(PoseTrackBase):
     """PoseTrack18 GT boxes or detected boxes -> clip samples.
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 from glsmamba.data.datasets._posetrack_base import PoseTrackBase
+from glsmamba.data.datasets.registry import register_dataset
 
 
+@register_dataset("posetrack21")
 class PoseTrack21Dataset(PoseTrackBase):
     """PoseTrack21 pose annotations -> clip samples; arguments as :class:`PoseTrackBase`."""
 
     visibility = "coordinates"
+    metric = "posetrack21_map"          # the PoseTrack21 kit's AP rules
 
     def _extra(self, ann: dict | None, image: dict, raw: np.ndarray | None) -> dict:
         extra = super()._extra(ann, image, raw)
