@@ -290,9 +290,11 @@ def covered_frames(dets, val, protocol: str, report: Report) -> None:
 
 # ------------------------------------------------------------------------ weights
 def first_frame(parsed: dict) -> str | None:
+    """The first labelled frame on disk (val first), for the forward check; None if none."""
     for split in ("val", "train"):
-        if split in parsed and parsed[split].samples:
-            return parsed[split].samples[0].image_path
+        for sample in parsed[split].samples if split in parsed else []:
+            if os.path.isfile(sample.image_path):
+                return sample.image_path
     return None
 
 
@@ -329,11 +331,12 @@ def check_weights(config: dict, parsed: dict, report: Report, source=None):
 def crop_clip(model, image_path: str | None) -> torch.Tensor:
     """One normalised clip (1, T, 3, H, W): a real frame resized, else noise."""
     import cv2
-    from glsmamba.data.transforms import read_image
+
+    from glsmamba.data.transforms import MEAN_RGB, STD_RGB, read_image
     width, height = model.input_size
     if image_path:
         image = cv2.resize(read_image(image_path), (width, height)).astype(np.float32)
-        image = (image - (123.675, 116.28, 103.53)) / (58.395, 57.12, 57.375)
+        image = (image - MEAN_RGB) / STD_RGB
         crop = torch.from_numpy(image).permute(2, 0, 1).float()
     else:
         crop = torch.randn(3, height, width, generator=torch.Generator().manual_seed(0))

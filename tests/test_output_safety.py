@@ -113,8 +113,13 @@ def test_prediction_folder_is_known_by_its_marker_not_its_content(tmp_path):
         with pytest.raises((OutputRefused, DataError)):
             write_posetrack_predictions(gt, _videos(), [], inputs=[gt], **options)
     assert (gt / "v1.json").read_bytes() == before and len(list(gt.iterdir())) == 1
-    with pytest.raises(OutputRefused, match="--overwrite"):      # foreign, not an input
+    with pytest.raises(DataError, match="v1.json: refusing to replace this file: it is not a "
+                                        "prediction file glsmamba wrote"):   # foreign, not input
         write_posetrack_predictions(gt, _videos(), [], overwrite=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(OutputRefused, match="--overwrite"):       # foreign, no file collides
+        write_posetrack_predictions(tmp_path / "mine", _videos(), [], overwrite=True)
 
 
 def test_a_modified_prediction_set_is_refused_by_its_readers(tmp_path):
@@ -140,3 +145,32 @@ def test_convert_vitpose_refuses_an_existing_destination(tmp_path):
     from glsmamba.models.vitpose_hf import convert_vitpose
     with pytest.raises(CheckpointError, match="destination exists"):
         convert_vitpose(src, taken)
+
+
+def test_a_set_replaced_file_by_file_is_refused_until_complete(tmp_path, monkeypatch):
+    """--overwrite into a folder of the user's: files go in one by one under a manifest
+    saying "incomplete"; a writer killed half-way leaves a set its readers refuse."""
+    from glsmamba.evaluation import writer
+    from glsmamba.evaluation.poseval_io import load_json_dir
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    videos = {**_videos(), "v2": {"images": [{"id": 2, "file_name": "images/val/v2/000000.jpg"}]}}
+    original = fileio.atomic_write_bytes                  # _publish imports it when called
+    written = []
+
+    def killed_after_one_file(path, data):
+        written.append(path.name)
+        if len(written) == 3:                             # manifest, v1.json, then v2.json
+            raise KeyboardInterrupt
+        return original(path, data)
+
+    monkeypatch.setattr(fileio, "atomic_write_bytes", killed_after_one_file)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_posetrack_predictions(out, videos, [], replace_foreign=True)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="the prediction set is incomplete"):
+        load_json_dir(out, prediction=True)
+    writer.write_posetrack_predictions(out, videos, [], replace_foreign=True)
+    assert set(load_json_dir(out, prediction=True)) == {"v1", "v2"}
+    assert (out / "notes.txt").read_text() == "keep"

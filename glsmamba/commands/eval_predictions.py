@@ -25,10 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="only GT frames whose image record has a truthy KEY (or KEY "
                              "equal to / listing VALUE), e.g. degradations=blur")
     parser.add_argument("--title", default=None, help="title line above the table")
-    from glsmamba.evaluation.metrics import file_rules
-    parser.add_argument("--rules", choices=sorted(file_rules()), default="poseval",
-                        help="poseval (PoseTrack17/18) or the PoseTrack21 kit's AP rules "
-                             "(docs/EVALUATION.md)")
+    from glsmamba.commands.choices import LazyChoices, rules_names
+    parser.add_argument("--rules", choices=LazyChoices(rules_names), default="poseval",
+                        metavar="RULES",
+                        help="AP rules, one of %(choices)s: poseval (PoseTrack17/18) or the "
+                             "PoseTrack21 kit's (docs/EVALUATION.md)")
     parser.add_argument("--lenient", action="store_true",
                         help="accept files poseval rejects (missing frames, missing or "
                              "repeated track ids)")

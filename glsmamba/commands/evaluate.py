@@ -20,10 +20,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="the checkpoint or work dir when TARGET is a config")
     parser.add_argument("--config", help="score with this config's data and evaluation settings "
                                          "(default: the config stored with the checkpoint)")
-    from glsmamba.evaluation.protocols import list_protocols
-    parser.add_argument("--protocol", choices=list_protocols(),
-                        help="evaluation protocol: person boxes, scores and NMS (default: config "
-                             "eval.protocol; docs/EVALUATION.md)")
+    from glsmamba.commands.choices import LazyChoices, protocol_names
+    parser.add_argument("--protocol", choices=LazyChoices(protocol_names), metavar="NAME",
+                        help="evaluation protocol: person boxes, scores and NMS, one of "
+                             "%(choices)s (default: config eval.protocol; docs/EVALUATION.md)")
     parser.add_argument("--boxes", choices=("gt", "detections"),
                         help="legacy: 'gt' = --protocol gt; 'detections' needs a detected-box protocol")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,

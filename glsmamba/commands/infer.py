@@ -93,9 +93,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--show", action="store_true",
                         help="show a live window (needs a display and OpenCV with GUI support)")
     parser.add_argument("--threads", type=_threads, default=None,
-                        help="torch CPU threads (default: half the usable cores, at most "
-                             f"{MAX_DEFAULT_THREADS}, so that a busy machine is not "
-                             "oversubscribed; 0 = torch's default, one per core)")
+                        help="torch CPU threads (default: the usable cores, at most "
+                             f"{MAX_DEFAULT_THREADS}; idle threads sleep (OMP_WAIT_POLICY="
+                             "PASSIVE unless set), so a busy machine is not oversubscribed; "
+                             "0 = torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="same as --progress none")
     from glsmamba.inference.tracker import TRACKERS
     parser.add_argument("--tracker", choices=TRACKERS, default=None,
@@ -120,15 +121,15 @@ def _model_argument(args: argparse.Namespace) -> str:
 
 
 def default_threads() -> int:
-    """``infer``'s torch threads: half the cores this process may use, 1 to
-    :data:`MAX_DEFAULT_THREADS`. torch's own default (one per core) spins every core and
-    collapses when other processes share them: 0.54 instead of 6.5 frames/s on a loaded
-    2-core machine (issue 16)."""
+    """``infer``'s torch threads: the cores this process may use, at most
+    :data:`MAX_DEFAULT_THREADS` (small per-person tensors gain little from more, and the
+    cores are left to other work). With the CLI's ``OMP_WAIT_POLICY=PASSIVE`` (cli.py)
+    idle threads sleep, so a busy machine is not oversubscribed by spinning threads."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):        # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_THREADS, cores // 2))
+    return max(1, min(MAX_DEFAULT_THREADS, cores))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from glsmamba.engine.config import load_config, resolve_config_path
     config = load_config(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / resolve_config_path(args.config).stem)
+    if args.overwrite:                    # --overwrite removes the run's files: never the config
+        from glsmamba.engine.trainer import RUN_FILES
+        from glsmamba.outputs import refuse_inputs
+        refuse_inputs([work_dir / name for name in RUN_FILES], [resolve_config_path(args.config)],
+                      option="--work-dir (or copy the config elsewhere first)")
     if not args.no_check and preflight_fails(config, work_dir, resolve_config_path(args.config)):
         return 2
     try:

@@ -309,7 +309,8 @@ class Evaluator:
         if not parsed.videos:
             raise DataError("the ground-truth split holds no video (no image records): "
                             "nothing to evaluate", where)
-        if not self.split.clips.samples and getattr(self.protocol, "boxes", "gt") == "gt":
+        samples = getattr(self.split.clips, "samples", None)
+        if samples is not None and not samples and getattr(self.protocol, "boxes", "gt") == "gt":
             raise DataError("the ground-truth split holds no labelled person: nothing to "
                             "evaluate", where)
 

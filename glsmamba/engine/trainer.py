@@ -166,7 +166,7 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
     A work dir that is a file, cannot be created or is not writable is a ConfigError; so is
     ``--resume`` with ``config`` values that cannot change on resume."""
     work_dir = Path(work_dir)
-    if work_dir.is_symlink() or (work_dir.exists() and not work_dir.is_dir()):
+    if work_dir.exists() and not work_dir.is_dir():
         raise ConfigError(f"{work_dir}: the work dir exists and is not a folder")
     lock_work_dir(work_dir)
     if resume and work_dir.is_dir():
@@ -185,7 +185,7 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
             raise ConfigError(f"{work_dir} already holds a run ({', '.join(existing)}); "
                               "use --resume to continue it or --overwrite to start again")
         stale = [p for pattern in (".*.commit", ".*.tmp*", ".*.partial.*")
-                 for p in work_dir.glob(pattern)]
+                 for p in work_dir.glob(pattern) if p.is_symlink() or not p.is_dir()]
         for name in [p.name for p in stale] + existing:   # the feature cache stays: its key
             try:                                           # says whether it is valid
                 (work_dir / name).unlink()

@@ -37,7 +37,6 @@ from glsmamba.evaluation.posetrack_map import (COLUMNS, DIST_THRESHOLD, MAX_TRAC
 from glsmamba.evaluation.poseval_io import NUM_JOINTS, POSEVAL_JOINTS, parse_video
 from glsmamba.evaluation.table import POSEVAL_HEADERS, format_cell, render_table
 
-METRIC_KEYS = ("mota", "motp", "pre", "rec")     # poseval's total_MOT_metrics.json keys
 COUNT_NAMES = ("num_objects", "num_matches", "num_switches", "num_misses",
                "num_false_positives")
 _PLACEHOLDER = 0          # poseval's id for the missing side of a frame

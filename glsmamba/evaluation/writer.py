@@ -89,7 +89,7 @@ def _group_by_image(predictions: Sequence[Mapping], video_of: Mapping) -> dict:
     return grouped
 
 
-MARKER = ".glsmamba-predictions.json"
+MARKER = ".glsmamba-predictions"        # JSON manifest; no .json suffix: not a video
 MARKER_FORMAT = "glsmamba-predictions-v1"
 
 
@@ -111,6 +111,8 @@ def read_manifest(folder: Path) -> dict | None:
     if data.get("format") != MARKER_FORMAT or not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         return None
+    if data.get("complete") is not True:
+        return None                     # written first when files are replaced one by one
     return files
 
 
@@ -122,8 +124,9 @@ def verify_prediction_folder(folder: str | Path) -> None:
     files = read_manifest(folder)
     if files is None:
         if (folder / MARKER).exists():
-            raise DataError("unreadable prediction manifest: the prediction set may be "
-                            "incomplete; write the predictions again", str(folder / MARKER))
+            raise DataError("the prediction set is incomplete (being written, or its writer "
+                            "was interrupted) or its manifest is unreadable; write the "
+                            "predictions again", str(folder / MARKER))
         return
     for name, digest in sorted(files.items()):
         path = folder / name
@@ -159,8 +162,14 @@ def check_prediction_target(out_dir: Path, names, replace_foreign: bool, inputs)
         raise DataError("output folder is a link; refusing to write through it", str(out_dir))
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError("output path exists and is not a folder", str(out_dir))
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_own_set(out_dir):
-        refuse_foreign(out_dir, owned=False, overwrite=replace_foreign, command="glsmamba eval")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_own_set(out_dir) \
+            and not replace_foreign:
+        taken = [out_dir / name for name in names if (out_dir / name).exists()]
+        if taken:
+            raise DataError(f"refusing to replace this file: it is not a prediction file "
+                            f"glsmamba wrote (no {MARKER} manifest lists it: ground truth?); "
+                            "choose another output folder (or --overwrite)", str(taken[0]))
+        refuse_foreign(out_dir, owned=False, overwrite=False, command="glsmamba eval")
 
 
 def _publish(out_dir: Path, files: dict[str, bytes], overwrite: bool, replace_foreign: bool,
@@ -179,7 +188,9 @@ def _publish(out_dir: Path, files: dict[str, bytes], overwrite: bool, replace_fo
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         publish_folder(everything, out_dir, replace_existing=out_dir.exists())
         return
-    (out_dir / MARKER).unlink(missing_ok=True)   # a reader sees no manifest until complete
+    # files replaced one by one (a folder of the user's, --overwrite): the manifest says
+    # "incomplete" until the last file is in place, and readers refuse such a set
+    atomic_write_bytes(out_dir / MARKER, json.dumps({**manifest, "complete": False}).encode())
     for name, data in files.items():
         atomic_write_bytes(out_dir / name, data)
     atomic_write_bytes(out_dir / MARKER, everything[MARKER])

@@ -333,7 +333,7 @@ def export_onnx(src: ExportSource, out: str | os.PathLike, *, opset: int = DEFAU
     check_outputs(out, overwrite, src.protected)
     model = src.model.eval()
     module = FeaturesToHeatmaps(model) if features_only else model
-    example = example_input(model, batch_size or 2, clip)
+    example = example_input(model, batch_size or 1, clip)   # batch 1 traces a dynamic axis too
     if features_only:
         with torch.no_grad():
             example = model.encode(example)

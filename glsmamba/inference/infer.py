@@ -109,8 +109,6 @@ class _Outputs:
                  inputs=(), overwrite: bool = False):
         from glsmamba.fileio import make_private_dir, reset_fixed_partial
         try:
-            if out_dir.is_symlink():
-                raise NotADirectoryError(20, "the output folder is a link")
             out_dir.mkdir(parents=True, exist_ok=True)
             if not out_dir.is_dir():
                 raise NotADirectoryError(20, "not a folder")

@@ -111,7 +111,7 @@ class PoseTrackerOptions:
             raise ConfigError("track.max_age must be >= 0 and 0 <= track.momentum < 1")
 
     @classmethod
-    def from_mapping(cls, values: Mapping) -> "PoseTrackerOptions":
+    def from_mapping(cls, values: Mapping) -> PoseTrackerOptions:
         """Options from a config section (other keys, e.g. ``method``, are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})

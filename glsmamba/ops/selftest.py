@@ -15,7 +15,10 @@ The verdict (pass or fail) is written atomically to a private folder,
 ``$GLSMAMBA_CACHE/selftest`` (default ``~/.cache/glsmamba/selftest``, mode 700, the same
 checks as the kernel cache), one file per key: device name, compute capability, torch,
 triton, glsmamba, this test's version and the kernel source (or mamba_ssm's version), so
-a new driver stack or a new kernel tests again. ``GLSMAMBA_SCAN_SELFTEST=0`` skips it.
+a new driver stack or a new kernel tests again. A ``running`` marker is written there
+before the check: if the process dies inside the kernels (a crash, not an exception), the
+next process on that host reads it as a failure instead of crashing again (Ctrl-C during
+the check removes it). ``GLSMAMBA_SCAN_SELFTEST=0`` skips the test.
 
 Tolerances are max |err| / max |ref| per output against float64 (the test suite's bounds):
 float32 y 1e-5 and gradients 1e-4 (measured about 1e-7 and 3e-7); bf16 1e-2 for all (the
@@ -383,11 +386,11 @@ def verdict(backend: str, device: torch.device, run: bool = True) -> Verdict | N
     once per process when the backend fails."""
     device = normalize(device)
     memo = (backend, str(device))
+    if not selftest_enabled():
+        return Verdict(backend, str(device), "skipped")
     with _lock:
         if memo in _verdicts:
             return _verdicts[memo]
-        if not selftest_enabled():
-            return Verdict(backend, str(device), "skipped")
         if not run:
             try:
                 return _load(cache_key(backend, device), _label(device))

@@ -3,7 +3,6 @@ one line naming the file and the record (issue 18, classes 5 and 6)."""
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import zlib
 

@@ -121,3 +121,79 @@ def test_eval_on_real_posetrack18_fixture(tiny_config, tmp_path, fixtures_dir, c
         gt = json.loads((fixtures_dir / "posetrack18/annotations/val" / f"{name}.json").read_text())
         pred = json.loads((tmp_path / "pred" / f"{name}.json").read_text())
         assert len(pred["images"]) == len(gt["images"])
+
+
+def _trained_run(tiny_config, tmp_path):
+    """A two-step run of the tiny config (its config stored with the checkpoint)."""
+    run = tmp_path / "run"
+    config = copy.deepcopy(tiny_config)
+    config["train"].update(max_steps=2)
+    api.train(config, run, progress=False, log=lambda *_: None)
+    return run, config
+
+
+def _total(printed: str) -> str:
+    """The mAP table's last row (the numbers, Total included)."""
+    lines = [line for line in printed.splitlines() if line.strip()]
+    return lines[lines.index(next(line for line in lines if "Total" in line)) + 1]
+
+
+def test_eval_run_dir_uses_the_config_the_run_stored(tiny_config, tmp_path, capsys):
+    run, config = _trained_run(tiny_config, tmp_path)
+    assert main(["eval", str(run), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    from_run = capsys.readouterr().out
+    config_path = tmp_path / "run.toml"
+    config_path.write_text(dump_config(config))
+    assert main(["eval", str(config_path), "--checkpoint", str(run / "last.safetensors"),
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert _total(from_run) == _total(captured.out)
+    assert "was trained as" not in captured.err       # same model: no note
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.json")) == \
+        sorted(p.name for p in (tmp_path / "b").glob("*.json"))
+
+
+def test_eval_with_a_config_of_another_preset_scores_the_run_model(tiny_config, tmp_path,
+                                                                     capsys):
+    """A config naming a preset other than the run's (e.g. synth_tiny for a demo run) scores
+    the run's own model with a one-line note, instead of failing with missing keys."""
+    run, config = _trained_run(tiny_config, tmp_path)
+    assert main(["eval", str(run), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    expected = _total(capsys.readouterr().out)
+    other = copy.deepcopy(config)
+    other["model"].update(name="glsmamba-demo", overrides={})
+    other["data"]["delta"] = 2
+    config_path = tmp_path / "other.toml"
+    config_path.write_text(dump_config(other))
+    code = main(["eval", str(config_path), "--checkpoint", str(run), "--out",
+                 str(tmp_path / "b"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    note = [line for line in captured.err.splitlines() if "was trained as" in line]
+    assert len(note) == 1 and "glsmamba-tiny" in note[0] and "T = 3" in note[0]
+    assert "the config says glsmamba-demo, T = 5" in note[0]
+    assert _total(captured.out) == expected
+
+
+def test_eval_target_must_be_a_run_or_a_checkpoint(tmp_path, capsys):
+    assert main(["eval", "synth_tiny", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not a run folder or checkpoint file" in err and "--checkpoint" in err
+    assert "Traceback" not in err
+    assert main(["eval", "synth_tiny", "--checkpoint", str(tmp_path), "--config",
+                 "synth_tiny"]) == 2
+    assert "two configs" in capsys.readouterr().err
+
+
+def test_missing_data_root_says_how_to_make_or_point_to_it(tiny_config, tmp_path):
+    from glsmamba.engine.builder import data_root
+    config = copy.deepcopy(tiny_config)
+    config["data"]["root"] = str(tmp_path / "data" / "synth")
+    with pytest.raises(DataError) as err:
+        data_root(config)
+    message = str(err.value)
+    assert f"run: glsmamba synth --out {tmp_path / 'data' / 'synth'}" in message
+    assert "GLSMAMBA_DATA" in message and "\n" not in message
+    config["data"]["root"] = str(tmp_path / "posetrack18")
+    with pytest.raises(DataError, match="GLSMAMBA_DATA.*docs/DATASETS.md"):
+        data_root(config)

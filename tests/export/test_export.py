@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from glsmamba.errors import GlsmambaError
-from glsmamba.export.onnx_export import (ExportSource, export_onnx, load_source, ort_session,
-                                         preset_source, sha256_file, sidecar_path)
+from glsmamba.export.onnx_export import (
+    ExportSource,
+    export_onnx,
+    load_source,
+    ort_session,
+    preset_source,
+    sha256_file,
+    sidecar_path,
+)
 from glsmamba.models.registry import get_spec, list_models
 
 from .conftest import excite, tiny_config

@@ -49,7 +49,8 @@ def test_h264_through_pyav_plays_in_browsers(tmp_path):
     decoded = _read(path)
     assert len(decoded) == 8
     means = [frame[:121, :161].mean() for frame in decoded]
-    np.testing.assert_allclose(means, [20 + 20 * i for i in range(8)], atol=3)
+    # in order, none dropped (YUV 4:2:0 conversion moves grey levels by a few units)
+    np.testing.assert_allclose(means, [20 + 20 * i for i in range(8)], atol=6)
 
 
 def test_without_pyav_or_imageio_the_writer_falls_back_to_mp4v(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ from glsmamba.models.flops import meta_construction
 from glsmamba.models.glsmamba import GLSMamba
 
 PRESETS = [
-    "glsmamba-b", "glsmamba-h", "glsmamba-b-lr", "glsmamba-tiny", "glsmamba-b-unified",
+    "glsmamba-b", "glsmamba-h", "glsmamba-b-lr", "glsmamba-tiny", "glsmamba-demo",
+    "glsmamba-b-unified",
     "glsmamba-b-unified-spatial", "glsmamba-b-no-stmm", "glsmamba-b-no-lrm", "vitpose-b",
     "vitpose-tiny", "trans-b-lr", "trans-b-nr", "trans-b-hr",
 ]

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from glsmamba.ops.scan_export import linear_recurrence, selective_scan_export, selective_scan_loop
+from glsmamba.ops.scan_export import (
+    linear_recurrence,
+    selective_scan_export,
+    selective_scan_loop,
+)
 from glsmamba.ops.scan_reference import selective_scan_reference
 from glsmamba.ops.selective_scan import selective_scan
 
@@ -23,10 +27,10 @@ def _inputs(batch, paths, per_path, n_state, length, seed=0, dtype=torch.float32
 
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=dtype)
-    return dict(u=randn(batch, channels, length), delta=randn(batch, channels, length),
-                A=-(torch.rand(channels, n_state, generator=g, dtype=dtype) * 8 + 0.05),
-                B=randn(batch, paths, n_state, length), C=randn(batch, paths, n_state, length),
-                D=randn(channels), delta_bias=randn(channels), delta_softplus=True)
+    return {"u": randn(batch, channels, length), "delta": randn(batch, channels, length),
+            "A": -(torch.rand(channels, n_state, generator=g, dtype=dtype) * 8 + 0.05),
+            "B": randn(batch, paths, n_state, length), "C": randn(batch, paths, n_state, length),
+            "D": randn(channels), "delta_bias": randn(channels), "delta_softplus": True}
 
 
 def _reference(args):

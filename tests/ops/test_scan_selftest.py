@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import warnings
 
@@ -315,7 +316,7 @@ def test_other_faults_are_caught(fault, monkeypatch):
     target = {"_scan_backward": "scan_backward", "_scan_forward": "scan_forward", "_kernels": "_kernels"}[where]
     monkeypatch.setattr(scan_triton, target, replacement)
     failure, _ = selftest.run_checks("triton", torch.device("cpu"))
-    assert failure is not None and __import__("re").search(expected, failure), failure
+    assert failure is not None and re.search(expected, failure), failure
 
 
 def test_mamba_kernel_wrong_gradient_is_caught(monkeypatch):

@@ -77,3 +77,21 @@ def test_mat_layout_errors(tmp_path):
     (tmp_path / "joint_positions" / "run" / "vid_c" / "joint_positions.mat").write_bytes(b"garbage")
     with pytest.raises(DataError, match="cannot read MATLAB file"):
         JhmdbMatDataset(tmp_path, split=1)
+
+
+def test_mat_layout_is_a_config_choice(tmp_path):
+    """jhmdb_mat registers itself, so a config selects it and the engine parses it (PCK,
+    GT boxes only)."""
+    import copy
+
+    from glsmamba.engine.builder import parse_split, resolve_protocol
+    from glsmamba.engine.config import DEFAULTS, validate_config
+    _write_jhmdb(tmp_path)
+    config = copy.deepcopy(DEFAULTS)
+    config["data"].update(type="jhmdb_mat", root=str(tmp_path), split=1, delta=1)
+    validate_config(config)
+    train = parse_split(config, "train")
+    assert isinstance(train, JhmdbMatDataset) and sorted(train.videos) == ["vid_a", "vid_c"]
+    assert sorted(parse_split(config, "val").videos) == ["vid_b"]
+    config["eval"]["protocol"] = "mmpose"                      # detected boxes do not apply
+    assert resolve_protocol(config).name == "gt"
