@@ -7,7 +7,9 @@ each tracker (``iou``, ``pose``), every val video goes through
 pose model) and the predictions are scored with poseval's rules: tracking MOTA and
 identity switches (``glsmamba.evaluation.evaluate_tracking``, summed over the 15 joints)
 and per-frame mAP (``evaluate_posetrack``; the trackers do not change poses, so mAP only
-depends on the run and the boxes). It also reports the tracker's share of
+depends on the run and the boxes). poseval scores every predicted joint, so MOTA is also
+given with the joints scored below ``--joint-thr`` (default 0.5) left out, as PoseTrack
+entries do before tracking evaluation. It also reports the tracker's share of
 ``predict_video``'s wall time (tracker seconds / total seconds).
 
     python benchmarks/tracking.py --data DEMO/data \\
@@ -66,8 +68,23 @@ def _predict(estimator, data: Path, name: str, video: dict, boxes: dict) -> tupl
     return prediction, dict(estimator.last_stats)
 
 
+def _without_low_joints(predictions: dict, thr: float) -> dict:
+    """A copy of the predictions with joints scored below ``thr`` written as (0, 0, 0)."""
+    out = {}
+    for name, video in predictions.items():
+        annotations = []
+        for ann in video["annotations"]:
+            keypoints = list(ann["keypoints"])
+            for k, score in enumerate(ann["scores"]):
+                if score < thr:
+                    keypoints[3 * k:3 * k + 3] = [0, 0, 0]
+            annotations.append({**ann, "keypoints": keypoints})
+        out[name] = {**video, "annotations": annotations}
+    return out
+
+
 def evaluate_combination(run_dir: Path, data: Path, gt: dict, boxes: dict,
-                         tracker: str) -> dict:
+                         tracker: str, joint_thr: float = 0.5) -> dict:
     """MOTA, switches, mAP and timing of one (run, boxes, tracker)."""
     from glsmamba.evaluation import evaluate_posetrack, evaluate_tracking
     from glsmamba.inference import PoseEstimator
@@ -82,19 +99,23 @@ def evaluate_combination(run_dir: Path, data: Path, gt: dict, boxes: dict,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mot = evaluate_tracking(gt, predictions)
+        confident = evaluate_tracking(gt, _without_low_joints(predictions, joint_thr))
         ap = evaluate_posetrack(gt, predictions)
     return {"mota": float(mot.mota[-1]), "switches": mot.num_switches,
+            "mota_thr": float(confident.mota[-1]), "switches_thr": confident.num_switches,
             "motp": float(mot.motp[-1]), "map": float(ap.total), "frames": frames,
             "seconds": seconds, "track_seconds": track_seconds,
             "track_share": track_seconds / max(seconds, 1e-9)}
 
 
-def render(rows: list[dict], markdown: bool) -> str:
-    head = ["run", "boxes", "tracker", "MOTA", "ID switches", "mAP", "tracking share"]
+def render(rows: list[dict], markdown: bool, joint_thr: float = 0.5) -> str:
+    head = ["run", "boxes", "tracker", "MOTA", "ID switches", f"MOTA (joints >= {joint_thr})",
+            f"ID switches (>= {joint_thr})", "mAP", "tracking share"]
     cells = [[r["run"], r["boxes"], r["tracker"], f"{r['mota']:.1f}", str(r["switches"]),
-              f"{r['map']:.1f}", f"{100 * r['track_share']:.2f} %"] for r in rows]
+              f"{r['mota_thr']:.1f}", str(r["switches_thr"]), f"{r['map']:.1f}",
+              f"{100 * r['track_share']:.2f} %"] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] * 3 + ["---:"] * 4) + "|"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] * 3 + ["---:"] * 6) + "|"]
         return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
     widths = [max(len(x) for x in col) for col in zip(head, *cells)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -107,6 +128,8 @@ def main(argv=None) -> int:
                         help="benchmark root (annotations/val, detections/val.json, images)")
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=WORK_DIR")
     parser.add_argument("--trackers", nargs="+", default=["iou", "pose"])
+    parser.add_argument("--joint-thr", type=float, default=0.5,
+                        help="second MOTA column: joints scored below this are left out")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--markdown", action="store_true")
@@ -121,12 +144,13 @@ def main(argv=None) -> int:
         for source, boxes in tables.items():
             for tracker in args.trackers:
                 started = time.perf_counter()
-                row = evaluate_combination(Path(work_dir), args.data, gt, boxes, tracker)
+                row = evaluate_combination(Path(work_dir), args.data, gt, boxes, tracker,
+                                           args.joint_thr)
                 rows.append({"run": label, "boxes": source, "tracker": tracker, **row})
                 print(f"{label} / {source} / {tracker}: MOTA {row['mota']:.1f}, "
                       f"{row['switches']} switches, mAP {row['map']:.1f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
-    print(render(rows, args.markdown))
+    print(render(rows, args.markdown, args.joint_thr))
     if args.json:
         from glsmamba.fileio import write_json_atomic
         write_json_atomic(args.json, rows)

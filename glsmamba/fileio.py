@@ -255,10 +255,11 @@ class LockHeld(OSError):
         self.path, self.pid = path, pid
 
 
-def acquire_lock(path: str | os.PathLike):
+def acquire_lock(path: str | os.PathLike) -> int:
     """Hold an exclusive lock on ``path`` (created without following a link) for as long as
-    the returned handle stays open; the lock dies with the process, so a lock file left by
-    a killed run is simply taken over. :class:`LockHeld` when a live process holds it."""
+    the returned file descriptor stays open (``os.close`` releases it); the lock dies with
+    the process, so a lock file left by a killed run is simply taken over.
+    :class:`LockHeld` when a live process holds it."""
     import fcntl
     path = Path(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
@@ -276,7 +277,7 @@ def acquire_lock(path: str | os.PathLike):
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return os.fdopen(fd, "r+b")
+    return fd
 
 
 def save_figure(figure, path: str | os.PathLike, **options) -> Path:
@@ -285,3 +286,28 @@ def save_figure(figure, path: str | os.PathLike, **options) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **options)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def open_append(path: str | os.PathLike):
+    """``path`` opened for appending (a log), created exclusively when new; a link, or a
+    file with other hard links, at that name is an OSError (never written through)."""
+    import stat
+    flags = os.O_WRONLY | os.O_APPEND | _NOFOLLOW
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666 & ~current_umask())
+    except FileExistsError:
+        fd = os.open(path, flags)
+    info = os.fstat(fd)
+    if info.st_nlink > 1 or not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise OSError(0, "it is not a plain file of its own (a hard link?)", str(path))
+    return os.fdopen(fd, "ab")
+
+
+def create_temp_sibling(path: str | os.PathLike) -> Path:
+    """A new empty file beside ``path`` under a fresh random name (created exclusively)
+    for a writer that opens files by name itself (a memory map); rename it with
+    :func:`commit_file`."""
+    tmp = temp_sibling(Path(path))
+    create_exclusive(tmp, 0o666 & ~current_umask()).close()
+    return tmp

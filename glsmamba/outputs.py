@@ -98,3 +98,37 @@ def default_prediction_dir(checkpoint: str | os.PathLike, protocol: str) -> Path
     if path.stem == "last":
         return path.parent / f"predictions_{protocol}"
     return path.parent / f"predictions_{path.stem}_{protocol}"
+
+
+LOCK_FILE = ".glsmamba.lock"
+_LOCKS: dict[str, int] = {}             # resolved folder -> the lock's file descriptor
+
+
+def lock_folder(folder: str | os.PathLike, doing: str, option: str) -> None:
+    """Hold ``FOLDER/.glsmamba.lock`` for this process (the folder is created if needed):
+    a second process gets a ConfigError naming the holder's pid. The lock dies with its
+    process, so a killed run's lock file is simply taken over; a second call from the
+    same process is a no-op."""
+    from glsmamba.errors import ConfigError
+    from glsmamba.fileio import LockHeld, acquire_lock
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _LOCKS:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _LOCKS[key] = acquire_lock(folder / LOCK_FILE)
+    except LockHeld as held:
+        raise ConfigError(f"{folder}: another process (pid {held.pid or 'unknown'}) is {doing} "
+                          f"(lock file {held.path}); wait for it to finish or use another "
+                          f"{option}") from None
+    except OSError as err:
+        raise ConfigError(f"{folder}: the work dir cannot be created or written: "
+                          f"{err.strerror or err}") from None
+
+
+def unlock_folder(folder: str | os.PathLike) -> None:
+    """Release the lock :func:`lock_folder` took (no-op when not held)."""
+    fd = _LOCKS.pop(str(Path(folder).resolve()), None)
+    if fd is not None:
+        os.close(fd)

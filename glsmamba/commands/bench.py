@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from glsmamba.commands.infer import _threads as threads_arg
+from glsmamba.commands.infer import threads_arg
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

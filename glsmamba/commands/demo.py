@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import argparse
 
-from glsmamba.commands.infer import _threads as threads_arg
+from glsmamba.commands.infer import threads_arg
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "demo", help="train and compare GLSMamba-tiny with a single-frame baseline (CPU)",
-        description="Generate the synthetic benchmark, train the single-frame ViTPose-tiny "
-                    "baseline and GLSMamba-tiny on its frozen encoder with the same budget, "
-                    "score both (overall and on degraded frames) and write a report folder.")
+        "demo", help="train and compare GLSMamba (glsmamba-demo) with a single-frame "
+                     "baseline (vitpose-tiny) on the CPU",
+        description="Generate the synthetic benchmark, train the single-frame baseline "
+                    "(preset vitpose-tiny) and GLSMamba (preset glsmamba-demo) on its frozen "
+                    "encoder with the same budget, score both (overall and on degraded frames) "
+                    "and write a report folder: summary.md, results.json, loss curves, "
+                    "per-joint AP and a side-by-side video of the val videos (H.264 with PyAV "
+                    "installed, else mp4v). `glsmamba eval OUT/runs/RUN` scores a run again.")
     parser.add_argument("--out", default="glsmamba_demo", help="output folder (default glsmamba_demo)")
     parser.add_argument("--quick", action="store_true", help="tiny data and budget (a smoke test)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,5 @@
-"""``glsmamba eval-predictions``: poseval's PoseTrack mAP table for any prediction folder."""
+"""``glsmamba eval-predictions``: poseval's PoseTrack mAP table (and, with ``--tracking``, its
+MOT table) for any prediction folder."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ from glsmamba.errors import ConfigError, DataError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "eval-predictions",
-        help="score PoseTrack-format predictions with poseval's mAP rules",
+        help="score PoseTrack-format predictions with poseval's mAP (and MOTA) rules",
         description="Score one PoseTrack18-format prediction JSON per GT video (any method's "
                     "output) with poseval's exact AP rules and print its table.",
     )

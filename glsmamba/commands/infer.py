@@ -19,7 +19,8 @@ def _frames(text: str) -> int:
 MAX_DEFAULT_THREADS = 4
 
 
-def _threads(text: str) -> int:
+def threads_arg(text: str) -> int:
+    """argparse type of ``--threads``: a whole number >= 0."""
     try:
         value = int(text)
     except ValueError:
@@ -92,7 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--show", action="store_true",
                         help="show a live window (needs a display and OpenCV with GUI support)")
-    parser.add_argument("--threads", type=_threads, default=None,
+    parser.add_argument("--threads", type=threads_arg, default=None,
                         help="torch CPU threads (default: the usable cores, at most "
                              f"{MAX_DEFAULT_THREADS}; idle threads sleep (OMP_WAIT_POLICY="
                              "PASSIVE unless set), so a busy machine is not oversubscribed; "

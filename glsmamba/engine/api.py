@@ -24,6 +24,7 @@ def train(config: dict, work_dir: str | os.PathLike, resume: bool = False,
     info = du.init_distributed()
     work_dir = Path(work_dir)
     if info.is_main:
+        _refuse_data_as_work_dir(config, work_dir)
         prepare_work_dir(work_dir, resume, overwrite, config=config)
     du.barrier()
     seed_everything(config["train"]["seed"])
@@ -53,6 +54,18 @@ def train(config: dict, work_dir: str | os.PathLike, resume: bool = False,
     metrics = trainer.fit()
     return {"metrics": metrics, "best": trainer.best, "work_dir": work_dir, "evaluator": evaluator,
             "model": model}
+
+
+def _refuse_data_as_work_dir(config: dict, work_dir: Path) -> None:
+    """A work dir holding the annotation or detection files would mix run files (last.json
+    ...) into the data: OutputRefused, even with --overwrite."""
+    from glsmamba.outputs import refuse_input_folder, refuse_inputs
+    data = config["data"]
+    root = Path(str(data.get("root") or "."))
+    inputs = [root / str(data[key]) for key in ("train_ann", "val_ann", "val_detections")
+              if data.get(key)]
+    refuse_inputs([work_dir], inputs, option="--work-dir")
+    refuse_input_folder(work_dir, inputs, option="--work-dir")
 
 
 def _cached(config, model, work_dir: Path, train_set, val_set, log, progress):

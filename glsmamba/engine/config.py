@@ -81,7 +81,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "high_score": 0.5,       # box score of the first stage; only these start tracks
         "low_score": 0.1,        # second stage (continue tracks only) down to this box score
         "max_age": 8,            # frames an unmatched track survives
-        "momentum": 0.6,         # weight of the old velocity when it is re-estimated
+        "momentum": 0.8,         # weight of the old velocity when it is re-estimated
         "keypoint_thr": 0.3,     # joints below this score are left out of OKS
     },
 }

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from glsmamba.engine import distributed as du
-from glsmamba.fileio import atomic_write_bytes, commit_file
+from glsmamba.fileio import atomic_write_bytes, commit_file, create_temp_sibling
 from glsmamba.errors import DataError
 
 FIELDS = ("heatmaps", "target_weight", "center", "scale", "rotation", "flipped", "bbox_score",
@@ -151,7 +151,7 @@ class FeatureCacheDataset(Dataset):
                     values.update({n: np.asarray(batch[n]) for n in FIELDS if n in batch})
                     for name, value in values.items():
                         if name not in arrays:
-                            temps[name] = _exclusive_temp(self.folder / f"{name}.npy")
+                            temps[name] = create_temp_sibling(self.folder / f"{name}.npy")
                             arrays[name] = np.lib.format.open_memmap(
                                 temps[name], mode="w+", dtype=value.dtype,
                                 shape=(count, *value.shape[1:]))
@@ -199,15 +199,6 @@ class FeatureCacheDataset(Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arrays": {}}
-
-
-def _exclusive_temp(path: Path) -> Path:
-    """A new empty file beside ``path`` under a random name (created exclusively, so a
-    link planted at any name is never written through)."""
-    from glsmamba.fileio import create_exclusive, temp_sibling
-    temp = temp_sibling(path)
-    create_exclusive(temp).close()
-    return temp
 
 
 def _reserve(path: Path, shown: Path | None = None) -> None:

@@ -22,7 +22,6 @@ import math
 import os
 import random
 import signal
-import stat
 import threading
 import time
 import warnings
@@ -40,7 +39,8 @@ from glsmamba.engine import distributed as du
 from glsmamba.engine.checkpoint import (load_train_state, recover_interrupted, remove_stale_tmp,
                                        save_checkpoint)
 from glsmamba.engine.config import dump_config
-from glsmamba.fileio import LockHeld, acquire_lock, atomic_write_text, create_exclusive, temp_sibling
+from glsmamba.fileio import atomic_write_text, create_exclusive, open_append, temp_sibling
+from glsmamba.outputs import lock_folder, unlock_folder
 from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError
 
 RUN_FILES = ("log.jsonl", "config.toml", "last.safetensors", "last.json", "last_state.pt",
@@ -168,7 +168,7 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
     work_dir = Path(work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise ConfigError(f"{work_dir}: the work dir exists and is not a folder")
-    lock_work_dir(work_dir)
+    lock_folder(work_dir, "training into this work dir", "--work-dir")
     if resume and work_dir.is_dir():
         try:
             recover_interrupted(work_dir)      # a checkpoint write killed mid-rename
@@ -203,46 +203,14 @@ def prepare_work_dir(work_dir: str | os.PathLike, resume: bool, overwrite: bool,
     return work_dir
 
 
-LOCK_FILE = ".glsmamba.lock"
-_LOCKS: dict[str, object] = {}
-
-
-def lock_work_dir(work_dir: str | os.PathLike) -> None:
-    """Hold ``WORK_DIR/.glsmamba.lock`` for this process (created if needed): a second
-    process training into the same work dir gets a ConfigError naming the holder's pid.
-    The lock dies with its process, so a killed run's lock file is simply taken over."""
-    work_dir = Path(work_dir)
-    key = str(work_dir.resolve())
-    if key in _LOCKS:
-        return
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        _LOCKS[key] = acquire_lock(work_dir / LOCK_FILE)
-    except LockHeld as held:
-        raise ConfigError(
-            f"{work_dir}: another process (pid {held.pid or 'unknown'}) is training into this "
-            f"work dir (lock file {held.path}); wait for it to finish or use another "
-            "--work-dir") from None
-    except OSError as err:
-        raise ConfigError(f"{work_dir}: the work dir cannot be created or written: "
-                          f"{err.strerror or err}") from None
-
-
-def unlock_work_dir(work_dir: str | os.PathLike) -> None:
-    """Release the lock :func:`lock_work_dir` took (no-op when not held)."""
-    handle = _LOCKS.pop(str(Path(work_dir).resolve()), None)
-    if handle is not None:
-        handle.close()
-
-
 class JsonLogger:
     """Append-only JSON lines (+ TensorBoard scalars when it is installed)."""
 
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled
-        self.tb = self.handle = None
+        self.tb = None
         if enabled:
-            self.handle = open_log(path)
+            self._open().close()            # created now (or checked): a link is refused
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(path.parent / "tensorboard"))
@@ -252,19 +220,24 @@ class JsonLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        self.handle.write((json.dumps(record) + "\n").encode("utf-8"))
-        self.handle.flush()
+        with self._open() as handle:
+            handle.write((json.dumps(record) + "\n").encode("utf-8"))
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                     self.tb.add_scalar(f"{record.get('type', 'train')}/{key}", value,
                                        record.get("step", 0))
 
+    def _open(self):
+        try:
+            return open_append(self.path)
+        except OSError as err:
+            reason = "it is a link" if self.path.is_symlink() else (err.strerror or str(err))
+            raise ConfigError(f"{self.path}: cannot write the training log: {reason}") from None
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
-        if self.handle is not None:
-            self.handle.close()
 
 
 def check_batch_fits(samples: int, batch_size: int, world_size: int = 1) -> None:
@@ -275,25 +248,6 @@ def check_batch_fits(samples: int, batch_size: int, world_size: int = 1) -> None
         raise ConfigError(
             f"data.batch_size = {batch_size}{per} is larger than the training split "
             f"({samples} samples): not one optimiser step would run; lower data.batch_size")
-
-
-def open_log(path: Path):
-    """``path`` opened for appending, created exclusively when new; a link or a file with
-    other hard links at that name is refused (never written through)."""
-    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            fd = os.open(path, flags)
-        info = os.fstat(fd)
-        if info.st_nlink > 1 or not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise OSError(0, "it is not a plain file of this run (a hard link?)")
-    except OSError as err:
-        reason = "it is a link" if path.is_symlink() else (err.strerror or str(err))
-        raise ConfigError(f"{path}: cannot write the training log: {reason}") from None
-    return os.fdopen(fd, "ab")
 
 
 def pick_device(info: du.DistInfo) -> torch.device:
@@ -560,7 +514,7 @@ class Trainer:
             self._restore_sigint(previous_handler)
             self.logger.close()
             if self.info.is_main:
-                unlock_work_dir(self.work_dir)
+                unlock_folder(self.work_dir)
         return self.metrics
 
     def _hit_max_steps(self) -> bool:

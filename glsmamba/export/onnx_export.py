@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError
+from glsmamba.errors import ConfigError, GlsmambaError
 from glsmamba.export.tracing import export_mode
 
 EXPORT_FORMAT = "glsmamba-onnx-v1"
@@ -363,18 +363,6 @@ def export_onnx(src: ExportSource, out: str | os.PathLike, *, opset: int = DEFAU
     return metadata
 
 
-__all__ = [
-    "EXPORT_FORMAT",
-    "CheckpointError",
-    "ExportSource",
-    "export_onnx",
-    "load_source",
-    "ort_session",
-    "preset_source",
-    "sidecar_path",
-]
-
-
 def load_check_clip(path: str | os.PathLike, model: nn.Module) -> torch.Tensor:
     """The check's clip from a ``.npy`` file ((T, 3, H, W) or (B, T, 3, H, W), normalised)
     or a video (its first T frames resized to the model's input, normalised RGB)."""
@@ -400,3 +388,7 @@ def load_check_clip(path: str | os.PathLike, model: nn.Module) -> torch.Tensor:
                         str(path))
     clip = (np.stack(frames).astype(np.float32) - np.array(MEAN_RGB, np.float32)) / np.array(STD_RGB, np.float32)
     return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()   # (T, 3, H, W)
+
+
+__all__ = ["EXPORT_FORMAT", "ExportSource", "export_onnx", "load_check_clip", "load_source",
+           "ort_session", "preset_source", "sidecar_path"]

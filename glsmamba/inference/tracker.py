@@ -8,9 +8,10 @@
       cost = (w_iou (1 - IoU(predicted box, box)) + w_oks (1 - OKS(predicted pose, pose)))
              / (w_iou + w_oks)
 
-  where a track's box is predicted with a constant-velocity model (centre and size) and
-  its last pose is moved with the predicted centre; OKS uses the joints confident in both
-  poses (without any, the cost is the IoU term alone). Pairs costing more than
+  where a track's box and last pose are moved by a constant-velocity model of the box
+  centre (a running average of its motion, from rest; the size is kept) and the IoU is the
+  better of the predicted and the last box's (a wrong velocity never hurts); OKS uses the
+  joints confident in both poses (without any, the cost is the IoU term alone). Pairs costing more than
   ``max_cost`` never match. Two stages as in ByteTrack: people whose box score is at least
   ``high_score`` are matched first to every live track; people with a lower score (at least
   ``low_score``) then only continue the tracks still unmatched, and never start a track
@@ -95,7 +96,7 @@ class PoseTrackerOptions:
     high_score: float = 0.5       # box score of the first stage; only these start tracks
     low_score: float = 0.1        # lower scores: second stage only; below: never matched
     max_age: int = 8              # frames an unmatched track survives before removal
-    momentum: float = 0.6         # weight of the old velocity when it is re-estimated
+    momentum: float = 0.8         # weight of the old velocity when it is re-estimated
     keypoint_thr: float = 0.3     # joints below this score are left out of OKS
 
     def __post_init__(self):
@@ -122,17 +123,16 @@ class _Track:
     track_id: int
     box: np.ndarray         # (4,) x, y, w, h last matched
     keypoints: np.ndarray   # (K, 3) last matched pose
-    velocity: np.ndarray    # (4,) per frame: centre x, centre y, w, h
+    velocity: np.ndarray    # (2,) centre motion per frame (x, y)
     age: int = 0            # frames since the last match
 
     def predicted(self) -> tuple[np.ndarray, np.ndarray]:
-        """Box (4,) and pose (K, 3) predicted for the next frame (constant velocity)."""
-        steps = self.age + 1
-        cx, cy = self.box[:2] + self.box[2:] / 2 + self.velocity[:2] * steps
-        w, h = np.maximum(self.box[2:] + self.velocity[2:] * steps, 1.0)
+        """Box (4,) and pose (K, 3) predicted for the next frame: moved by the centre's
+        constant velocity (the size is kept: it changes with the pose, not the motion)."""
+        shift = self.velocity * (self.age + 1)
         pose = self.keypoints.copy()
-        pose[:, :2] += self.velocity[:2] * steps
-        return np.array([cx - w / 2, cy - h / 2, w, h]), pose
+        pose[:, :2] += shift
+        return np.concatenate([self.box[:2] + shift, self.box[2:]]), pose
 
 
 def pose_oks(poses_a: np.ndarray, poses_b: np.ndarray, areas: np.ndarray,
@@ -179,7 +179,7 @@ class PoseTracker:
                 ids[row] = self._new_id()
                 if scores[row] >= opts.high_score:
                     self.tracks.append(_Track(ids[row], boxes[row].copy(), keypoints[row].copy(),
-                                              np.zeros(4)))
+                                              np.zeros(2)))
         for index in free:
             self.tracks[index].age += 1
         self.tracks = [t for t in self.tracks if t.age <= opts.max_age]
@@ -194,7 +194,9 @@ class PoseTracker:
         """(T, N) association cost in [0, 1] of ``tracks`` with people (boxes, keypoints)."""
         predicted = [t.predicted() for t in tracks]
         pred_boxes = np.stack([p[0] for p in predicted])
-        iou_cost = 1.0 - box_iou(pred_boxes, boxes)
+        last_boxes = np.stack([t.box for t in tracks])
+        # the better of the predicted and the last box: a wrong velocity never hurts
+        iou_cost = 1.0 - np.maximum(box_iou(pred_boxes, boxes), box_iou(last_boxes, boxes))
         if self.options.oks_weight == 0:
             return iou_cost
         sigmas = self.sigmas if self.sigmas is not None else np.full(keypoints.shape[1], 0.08)
@@ -226,14 +228,12 @@ class PoseTracker:
         return [i for i in free if i not in taken]
 
     def _advance(self, track: _Track, box: np.ndarray, keypoints: np.ndarray) -> None:
-        """Update a matched track's velocity (per frame), box and pose."""
-        steps = track.age + 1
-        old = np.concatenate([track.box[:2] + track.box[2:] / 2, track.box[2:]])
-        new = np.concatenate([box[:2] + box[2:] / 2, box[2:]])
-        measured = (new - old) / steps
+        """Update a matched track's velocity (an average of the centre's motion per frame,
+        starting from rest), box and pose."""
+        measured = ((box[:2] + box[2:] / 2) - (track.box[:2] + track.box[2:] / 2)) \
+            / (track.age + 1)
         m = self.options.momentum
-        track.velocity = measured if not track.velocity.any() else \
-            m * track.velocity + (1 - m) * measured
+        track.velocity = m * track.velocity + (1 - m) * measured
         track.box, track.keypoints, track.age = box.copy(), keypoints.copy(), 0
 
 

@@ -119,16 +119,17 @@ def _register_presets() -> None:
     register_model("glsmamba-b-lr", GLSMamba,
                    "GLSMamba-BLR: ViT-B tokens at 1/16, heatmaps up-sampled x4 in the head",
                    **b, feature_stride=16)
-    # CPU demo, sized for training on 2 cores: features at 1/8 (16 x 12, the head
+    # small CPU model (synth_tiny), sized for training on 2 cores: features at 1/8 (16 x 12, the head
     # up-samples to 32 x 24), D = 32, expand 1, d_state 1 (VMamba's later default)
     register_model("glsmamba-tiny", GLSMamba,
-                   "CPU demo: vit-tiny, 128x96 input, features 1/8, D=32, 2 GSM + 1 LRM, d_state 1",
+                   "small CPU model (synth_tiny): vit-tiny, 128x96 input, features 1/8, D=32, "
+                   "2 GSM + 1 LRM, d_state 1",
                    encoder_arch="vit-tiny", input_size=(96, 128), num_frames=5, dim=32,
                    feature_stride=8, gsm_depth=2, lrm_depth=1, d_state=1, expand=1.0,
                    mlp_ratio=2.0)
     register_model("glsmamba-demo", GLSMamba,
-                   "`glsmamba demo`: vit-tiny (as vitpose-tiny), 128x96 input, features 1/4, D=32, "
-                   "1 GSM + 1 LRM, d_state 1", encoder_arch="vit-tiny", input_size=(96, 128),
+                   "the demo's GLSMamba: vit-tiny (as vitpose-tiny), 128x96 input, features 1/4, "
+                   "D=32, 1 GSM + 1 LRM, d_state 1", encoder_arch="vit-tiny", input_size=(96, 128),
                    num_frames=5, feature_stride=4, expand=1.0, **GLSMAMBA_DEMO_WIDTHS)
     register_model("glsmamba-b-unified", GLSMamba, "ablation: unified scan only (2 paths, no STMM)",
                    **b, scan_types=("unified",))

@@ -73,3 +73,17 @@ def test_the_opt_in_is_a_config_key():
     assert DEFAULTS["data"]["allow_outside_root"] is False
     config = merge_config({"data": {"allow_outside_root": True}})
     assert config["data"]["allow_outside_root"] is True
+
+
+def test_a_listed_frame_linking_out_of_the_root_is_refused(layout):
+    """Frames found by listing a video's folder (the annotation names only some) are
+    checked too: one that is a link out of the root is an error naming the video."""
+    root, name, data, outside = layout
+    labelled = [im for im in data["images"] if im["is_labeled"]]
+    unlisted = [im for im in data["images"] if not im["is_labeled"]][0]
+    frame = root / unlisted["file_name"]
+    frame.unlink()
+    frame.symlink_to(outside / name / frame.name)
+    _write(root, name, {**data, "images": labelled})
+    with pytest.raises(DataError, match=rf"{name}.json \[video {name}\]: .* outside the data root"):
+        PoseTrack18Dataset(root / "annotations" / "val", root)

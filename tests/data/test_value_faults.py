@@ -143,3 +143,24 @@ def test_huge_declared_image_is_refused_before_decoding(tmp_path, monkeypatch, e
     small = tmp_path / f"ok{suffix}"
     small.write_bytes(encode(4 if suffix == ".png" else 8, 4 if suffix == ".png" else 8))
     assert read_image(str(small)).shape[:2] in ((4, 4), (8, 8))
+
+
+def test_numbers_as_text_are_refused(one_video):
+    root, name, data = one_video
+    data["annotations"][0]["keypoints"] = [str(v) for v in data["annotations"][0]["keypoints"]]
+    _write(root, name, data)
+    with pytest.raises(DataError, match="'keypoints' must be numbers, not text"):
+        _parse(root)
+
+
+@pytest.mark.parametrize("detection, message", [
+    ({"image_id": [10000010002], "bbox": [5, 5, 20, 20], "score": 0.9}, "names an image not in"),
+    ({"image_id": 10000010002, "bbox": ["5", "5", "20", "20"], "score": 0.9},
+     "'bbox' must be numbers, not text"),
+])
+def test_wrong_types_in_a_detections_file(tiny_posetrack, tmp_path, detection, message):
+    root, _ = tiny_posetrack
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps([detection]))
+    with pytest.raises(DataError, match=rf"dets\.json \[detection #0\]: .*{message}"):
+        PoseTrack18Dataset(root / "annotations" / "val", root, detections=path, mode="test")

@@ -136,23 +136,50 @@ def test_empty_gt_split_blames_the_annotations(run_config, data_copy):
 
 def test_second_process_on_one_work_dir_gets_a_clear_error(tmp_path):
     """A live lock holder (another process) is named; its lock dies with it."""
-    from glsmamba.engine.trainer import prepare_work_dir, unlock_work_dir
+    from glsmamba.engine.trainer import prepare_work_dir
+    from glsmamba.outputs import unlock_folder
     work = tmp_path / "run"
     work.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from glsmamba.engine.trainer import lock_work_dir
-            lock_work_dir({str(work)!r})
+            from glsmamba.outputs import lock_folder
+            lock_folder({str(work)!r}, "training", "--work-dir")
             print("locked", flush=True)
             time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ConfigError, match=rf"another process \(pid {holder.pid}\)"):
+        with pytest.raises(ConfigError, match=rf"another process \(pid {holder.pid}\) is "
+                                              "training into this work dir"):
             prepare_work_dir(work, resume=False, overwrite=True)
     finally:
         holder.kill()
         holder.wait()
     prepare_work_dir(work, resume=False, overwrite=False)     # a dead holder's lock is free
-    unlock_work_dir(work)
+    unlock_folder(work)
+
+
+def test_train_overwrite_never_removes_the_config_it_reads(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("[train]\nepochs = 1\n")
+    (run / "log.jsonl").write_text("")
+    rc = main(["train", str(run / "config.toml"), "--work-dir", str(run), "--overwrite",
+               "--no-check", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "input of the command" in err and len(err.strip().splitlines()) == 1
+    assert (run / "config.toml").read_text() == "[train]\nepochs = 1\n"
+    assert (run / "log.jsonl").exists()
+
+
+def test_a_work_dir_among_the_annotations_is_refused(run_config, data_copy):
+    from glsmamba.engine import api
+    from glsmamba.outputs import OutputRefused
+    _, config, _ = run_config
+    gt = data_copy / "annotations" / "val"
+    before = snapshot(data_copy)
+    for overwrite in (False, True):
+        with pytest.raises(OutputRefused, match="input of the command"):
+            api.train(config, gt, overwrite=overwrite, progress=False, log=lambda *_: None)
+    assert snapshot(data_copy) == before

@@ -116,8 +116,10 @@ def test_trainer_optimizer_uses_the_groups(tiny, tmp_path):
     from glsmamba.engine.trainer import Trainer
     config = copy.deepcopy(DEFAULTS)
     config["train"].update(weight_decay=0.5, lr=0.1, amp="off")
+    config["data"]["batch_size"] = 1               # one sample: a split the trainer accepts
     model = copy.deepcopy(tiny)
-    trainer = Trainer(model, [], config, tmp_path / "run", progress=False, log=lambda *_: None)
+    trainer = Trainer(model, [None], config, tmp_path / "run", progress=False,
+                      log=lambda *_: None)
     groups = trainer.optimizer.param_groups
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.5]
     a_log = model.blocks[0].mixer.s6.A_log

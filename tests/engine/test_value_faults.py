@@ -144,3 +144,20 @@ def test_wrong_values_on_the_command_line_are_one_line(tmp_path, capsys, monkeyp
     err = _cli_error(capsys, ["models"])
     assert "GLSMAMBA_PROGRESS must be one of" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_crop_size_that_cannot_be_allocated_is_one_line(tmp_path):
+    """An allocation the machine cannot make is one line saying so, not a traceback."""
+    import resource
+    import subprocess
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+
+    done = subprocess.run([sys.executable, "-m", "glsmamba", "info", "glsmamba-tiny",
+                           "--size", "200000x200000", "--progress", "none"],
+                          capture_output=True, text=True, preexec_fn=limit_memory, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot allocate memory" in lines[0], done.stderr[-2000:]

@@ -19,6 +19,7 @@ from glsmamba.export.onnx_export import (
     sha256_file,
     sidecar_path,
 )
+from glsmamba.export.tracing import scan_modules
 from glsmamba.models.registry import get_spec, list_models
 
 from .conftest import excite, tiny_config
@@ -52,9 +53,9 @@ def ort_vs_torch(path, model, batch: int = 3, seed: int = 7) -> float:
     return float(np.abs(got - expected).max())
 
 
-def graph_ops(path) -> tuple[set[str], set[str]]:
+def graph_ops(path) -> tuple[list[str], set[str]]:
     proto = onnx.load(str(path))
-    return {n.op_type for n in proto.graph.node}, {n.domain for n in proto.graph.node}
+    return [n.op_type for n in proto.graph.node], {n.domain for n in proto.graph.node}
 
 
 def _check_preset(name: str, tmp_path) -> None:
@@ -65,7 +66,8 @@ def _check_preset(name: str, tmp_path) -> None:
     diff = ort_vs_torch(out, src.model)
     assert diff <= TOLERANCE, f"{name}: max abs heatmap difference {diff}"
     ops, domains = graph_ops(out)
-    assert domains <= {"", "ai.onnx"} and not ops & {"Loop", "Scan"}
+    assert domains <= {"", "ai.onnx"} and "Scan" not in ops
+    assert ops.count("Loop") == len(scan_modules(src.model))      # one Loop per selective scan
     has_stmm = any(type(m).__name__ == "STMM" for m in src.model.modules())
     assert ("GridSample" in ops) == has_stmm
 

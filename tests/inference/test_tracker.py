@@ -63,7 +63,8 @@ def test_pose_tracker_keeps_identities_through_a_crossing_the_iou_tracker_swaps(
 
 
 def test_constant_velocity_prediction_bridges_missed_frames():
-    tracker = PoseTracker(PoseTrackerOptions(max_age=3, oks_weight=0.0), sigmas=SIGMAS)
+    options = PoseTrackerOptions(max_age=3, oks_weight=0.0, momentum=0.3)
+    tracker = PoseTracker(options, sigmas=SIGMAS)
     box = np.array([0.0, 0.0, 40.0, 80.0])
     for t in range(3):
         moved = box + [15.0 * t, 0, 0, 0]
@@ -75,6 +76,10 @@ def test_constant_velocity_prediction_bridges_missed_frames():
     tracker.update(np.zeros((0, 4)), np.zeros((0, 6, 3)), [])
     tracker.update(np.zeros((0, 4)), np.zeros((0, 6, 3)), [])
     assert tracker.update(far[None], _pose(far, True)[None], [1.0]) == [0]
+    iou = IouTracker()
+    for t in (0, 1, 2, 5):
+        ids = iou.update((box + [15.0 * t, 0, 0, 0])[None])
+    assert ids == [1]                                   # the IoU tracker starts a new track
 
 
 def test_tracks_are_removed_after_max_age_missed_frames():

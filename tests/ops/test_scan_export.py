@@ -1,4 +1,4 @@
-"""The export scan (glsmamba/ops/scan_export.py) against the sequential reference.
+"""The export scans (glsmamba/ops/scan_export.py) against the sequential reference.
 
 Forward tolerance: float32 inputs within atol 1e-5 + rtol 1e-5 of the reference computed
 in float64 (measured errors are ~1e-7 relative); float64 inputs within 1e-10.
@@ -16,6 +16,7 @@ from glsmamba.ops.scan_export import (
     linear_recurrence,
     selective_scan_export,
     selective_scan_loop,
+    selective_scan_parallel,
 )
 from glsmamba.ops.scan_reference import selective_scan_reference
 from glsmamba.ops.selective_scan import selective_scan
@@ -44,21 +45,22 @@ def _reference(args):
     ((1, 2, 3, 4, 1), 8, None),       # a single step
     ((2, 2, 3, 4, 300), 4, 64),       # deep recursion and blocks
 ])
-def test_export_scan_matches_reference(shape, chunk, block):
+def test_export_scans_match_reference(shape, chunk, block):
     args = _inputs(*shape)
     expected = _reference(args)
-    got = selective_scan_export(**args, chunk=chunk, block=block)
-    assert got.dtype == torch.float32 and got.shape == expected.shape
-    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    for got in (selective_scan_export(**args, chunk=chunk),
+                selective_scan_parallel(**args, chunk=chunk, block=block)):
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_export_scan_float64_and_no_optional_inputs():
     args = _inputs(2, 2, 3, 4, 50, dtype=torch.float64)
-    torch.testing.assert_close(selective_scan_export(**args, chunk=4), _reference(args),
-                               atol=1e-10, rtol=1e-10)
     plain = {k: args[k] for k in ("u", "delta", "A", "B", "C")}
-    torch.testing.assert_close(selective_scan_export(**plain, chunk=4),
-                               selective_scan_reference(**plain), atol=1e-10, rtol=1e-10)
+    for scan in (selective_scan_export, selective_scan_parallel):
+        torch.testing.assert_close(scan(**args, chunk=4), _reference(args), atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(scan(**plain, chunk=4), selective_scan_reference(**plain),
+                                   atol=1e-10, rtol=1e-10)
 
 
 def test_strong_decay_stays_finite():
@@ -67,22 +69,22 @@ def test_strong_decay_stays_finite():
     u, B, C = torch.randn(1, 4, 64, generator=g), torch.randn(1, 2, 16, 64, generator=g), \
         torch.randn(1, 2, 16, 64, generator=g)
     delta, A = torch.full((1, 4, 64), 50.0), torch.full((4, 16), -16.0)
-    got = selective_scan_export(u, delta, A, B, C, chunk=16)
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got.double(), selective_scan_reference(u, delta, A, B, C, compute_dtype=torch.float64),
-                               atol=1e-4, rtol=1e-5)
+    expected = selective_scan_reference(u, delta, A, B, C, compute_dtype=torch.float64)
+    for got in (selective_scan_export(u, delta, A, B, C), selective_scan_parallel(u, delta, A, B, C, chunk=16)):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
 
 
 def test_linear_recurrence_is_the_recurrence():
     g = torch.Generator().manual_seed(2)
-    log_decay = -torch.rand(3, 23, 2, generator=g, dtype=torch.float64)
-    drive = torch.randn(3, 23, 2, generator=g, dtype=torch.float64)
+    log_decay = -torch.rand(23, 3, 2, generator=g, dtype=torch.float64)   # time-major
+    drive = torch.randn(23, 3, 2, generator=g, dtype=torch.float64)
     state, expected = torch.zeros(3, 2, dtype=torch.float64), []
     for t in range(23):
-        state = log_decay[:, t].exp() * state + drive[:, t]
+        state = log_decay[t].exp() * state + drive[t]
         expected.append(state)
     torch.testing.assert_close(linear_recurrence(log_decay, drive, chunk=3),
-                               torch.stack(expected, 1), atol=1e-12, rtol=1e-12)
+                               torch.stack(expected), atol=1e-12, rtol=1e-12)
 
 
 def test_registered_as_backend_with_gradients():
@@ -118,16 +120,19 @@ def _onnx_run(fn, args: dict, dynamic: bool):
     return proto, lambda inputs: session.run(None, {n: inputs[n].numpy() for n in names})[0]
 
 
-def test_export_scan_runs_in_onnxruntime_without_loops():
+@pytest.mark.parametrize("scan,loops", [(selective_scan_export, 1), (selective_scan_parallel, 0)])
+def test_scans_run_in_onnxruntime(scan, loops):
+    """The exported scan is one Loop over chunks; the parallel form has no loop at all;
+    both with a dynamic batch axis."""
     pytest.importorskip("onnxruntime")
     args = _inputs(2, 2, 3, 4, 45)
-    proto, run = _onnx_run(selective_scan_export, args, dynamic=True)
-    ops = {n.op_type for n in proto.graph.node}
-    assert {n.domain for n in proto.graph.node} <= {""} and not ops & {"Loop", "Scan"}
+    proto, run = _onnx_run(scan, args, dynamic=True)
+    ops = [n.op_type for n in proto.graph.node]
+    assert {n.domain for n in proto.graph.node} <= {""}
+    assert ops.count("Loop") == loops and "Scan" not in ops
     other = _inputs(3, 2, 3, 4, 45, seed=5)      # another batch size through the dynamic axis
     other.update(A=args["A"], D=args["D"], delta_bias=args["delta_bias"])
-    expected = _reference(other).numpy()
-    assert np.abs(run(other) - expected).max() < 1e-4
+    assert np.abs(run(other) - _reference(other).numpy()).max() < 1e-4
 
 
 def test_loop_formulation_exports_as_loop():

@@ -198,6 +198,8 @@ class PoseTrackBase(PoseDataset):
             names = sorted(n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() == extension)
             found = [os.path.join(folder, n) for n in names]
             if set(listed) <= set(found):
+                for path in found:          # a listed frame may be a link out of the root
+                    self.check_inside_root(path, video.ann_file, f"video {video.name}")
                 return found
         warnings.warn(f"{video.ann_file}: video {video.name} lists {len(listed)} of its frames and "
                       f"its image folder {folder} does not hold them; clips use the listed frames only",
@@ -332,6 +334,8 @@ class PoseTrackBase(PoseDataset):
     @staticmethod
     def _find_image(det: dict, by_id: dict, by_name: dict) -> tuple[VideoInfo, dict] | None:
         if "image_id" in det:
+            if isinstance(det["image_id"], (list, dict, bool)) or det["image_id"] is None:
+                return None                   # a list, an object ...: names no image
             found = by_id.get(det["image_id"])
             if found is None and isinstance(det["image_id"], str) and det["image_id"].isdigit():
                 found = by_id.get(int(det["image_id"]))

@@ -77,8 +77,17 @@ def clip_indices(center: int, num_frames: int, delta: int, window: str = "center
     return clamped_indices(center, delta, num_frames - 1, window)
 
 
+def _no_text(raw: Any, field: str, path: str, record: str) -> None:
+    """DataError when numbers arrive as text ("12" or ["1", "2"]): numpy would convert them
+    silently, hiding an export error."""
+    if isinstance(raw, (str, bytes)) or (isinstance(raw, (list, tuple)) and any(
+            isinstance(v, (str, bytes)) for v in raw)):
+        raise DataError(f"'{field}' must be numbers, not text: {raw!r:.80}", path, record)
+
+
 def parse_keypoints(raw: Any, num_joints: int, path: str, record: str) -> np.ndarray:
     """Flat ``[x, y, v] * K`` list -> (K, 3) float32, with a DataError on a wrong length."""
+    _no_text(raw, "keypoints", path, record)
     try:
         values = np.asarray(raw, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as err:
@@ -178,6 +187,7 @@ def check_annotation_record(ann: dict, path: str, record: str) -> None:
 
 def parse_box(raw: Any, path: str, record: str) -> np.ndarray:
     """``[x, y, w, h]`` -> (4,) float32, with a DataError when it is not four numbers."""
+    _no_text(raw, "bbox", path, record)
     try:
         box = np.asarray(raw, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as err:
