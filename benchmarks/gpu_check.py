@@ -362,13 +362,13 @@ def count_selftest_ops(backend: str, device, gpu_cases: bool = False) -> dict:
 
 def section_scan_selftest(dry: bool, sizes: dict, deadline: Deadline) -> dict:
     """The self-test's time per GPU backend: cold (fresh Triton cache) and warm."""
-    from glsmamba.ops import selftest
+    from glsmamba.ops import selective_scan, selftest
 
     device = _device(dry)
     out = {"cases": [list(c) for c in selftest.cases_for(device)],
            "dtypes": [str(d).replace("torch.", "") for d in selftest.DTYPES], "rows": []}
     if not dry:
-        out["report_before"] = selftest.scan_backend_report(device, run=False)
+        out["report_before"] = selective_scan.scan_backend_report(device, run=False)
     with tempfile.TemporaryDirectory() as triton_cache:
         os.environ["TRITON_CACHE_DIR"] = triton_cache  # cold: the kernels compile
         for backend in (b for b in ("triton", "cuda") if b in cuda_backends(dry)):
@@ -384,7 +384,7 @@ def section_scan_selftest(dry: bool, sizes: dict, deadline: Deadline) -> dict:
             out["rows"].append(row)
             save_partial(out)
     if not dry:
-        out["report_after"] = selftest.scan_backend_report(device)  # runs (and caches) it as a user would
+        out["report_after"] = selective_scan.scan_backend_report(device)  # runs (and caches) it as a user would
     out["status"] = "ok" if all(r["verdict"] == "pass" for r in out["rows"]) else "FAIL"
     return out
 

@@ -179,8 +179,8 @@ def split_counts(parsed) -> dict[str, int]:
 
 def check_counts(config: dict, parsed: dict, report: Report) -> None:
     """Each split's counts against the official sizes; a mismatch is a warning."""
-    from glsmamba.synth.generate import _read_meta
-    synthetic = _read_meta(Path(config["data"]["root"])) is not None
+    from glsmamba.synth.generate import read_meta
+    synthetic = read_meta(Path(config["data"]["root"])) is not None
     official = {} if synthetic else load_split_sizes().get(config["data"]["type"], {})
     for split, key in split_keys(config).items():
         if split not in parsed:
@@ -364,11 +364,11 @@ def finite_features(model, image_path: str | None, report: Report):
 # ------------------------------------------------------------------------ scan
 def check_scan(report: Report, run_selftest: bool = True) -> None:
     """The backend ``selective_scan`` picks on this device and the self-test verdicts
-    (``glsmamba.ops.selftest.scan_backend_report``): a backend that fails its self-test
+    (``glsmamba.ops.selective_scan.scan_backend_report``): a backend that fails its self-test
     where scans would raise is fatal; one that ``auto`` falls back from is a warning."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        from glsmamba.ops.selftest import scan_backend_report
+        from glsmamba.ops.selective_scan import scan_backend_report
     except ImportError:           # a version without the self-test
         from glsmamba.ops.selective_scan import resolve_backend
         backend = resolve_backend("auto", device, torch.float32)

@@ -188,14 +188,14 @@ def test_split_sizes_name_their_sources():
 
 def test_scan_verdict_levels(monkeypatch):
     """A backend whose failed self-test makes scans raise is fatal; a fallback a warning."""
-    from glsmamba.ops import selftest
+    from glsmamba.ops import selective_scan
     from glsmamba.preflight import Report, check_scan
     lines = {"ok": "selective scan on cuda:0: triton; triton passed its self-test",
              "warning": "selective scan on cuda:0: chunked; triton FAILED its self-test: y",
              "fatal": "selective scan on cuda:0: triton (GLSMAMBA_SCAN_BACKEND: scans raise); "
                       "triton FAILED its self-test: y"}
     for level, line in lines.items():
-        monkeypatch.setattr(selftest, "scan_backend_report", lambda device, run=True, text=line: text)
+        monkeypatch.setattr(selective_scan, "scan_backend_report", lambda device, run=True, text=line: text)
         report = Report()
         check_scan(report)
         assert [(f.level, f.text) for f in report.findings] == [(level, line)]

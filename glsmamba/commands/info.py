@@ -37,7 +37,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     if args.device is not None:
-        from glsmamba.ops.selftest import scan_backend_report
+        from glsmamba.ops.selective_scan import scan_backend_report
 
         print(scan_backend_report(args.device))
     if args.model is None:

@@ -181,7 +181,7 @@ def _open_pyav(path: Path, fps: float, size: tuple[int, int]):
                                 container_options={"movflags": "+faststart"})
             stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-            stream.options = {"crf": "20", "preset": "medium"}
+            stream.options = {"crf": "23", "preset": "medium"}
             stream.codec_context.open()     # fails here when the encoder cannot run
             return _PyAVBackend(container, stream, size)
         except Exception:  # noqa: BLE001 - any failure: try the next encoder / backend
@@ -215,7 +215,7 @@ def _open_imageio(path: Path, fps: float, size: tuple[int, int]):
         generator = imageio_ffmpeg.write_frames(
             str(path), size, pix_fmt_in="bgr24", pix_fmt_out="yuv420p", fps=fps,
             codec="libx264", macro_block_size=2, quality=None, ffmpeg_log_level="error",
-            output_params=["-crf", "20", "-movflags", "+faststart", "-f", "mp4"])
+            output_params=["-crf", "23", "-movflags", "+faststart", "-f", "mp4"])
         generator.send(None)                # starts ffmpeg
         return _ImageioBackend(generator, size)
     except Exception:  # noqa: BLE001 - no binary, no libx264: fall back

@@ -30,39 +30,9 @@ import os
 import torch
 
 from glsmamba.errors import ConfigError
-
-BACKENDS = ("auto", "reference", "chunked", "fused", "cuda", "triton", "export")  # export: ONNX-traceable (scan_export.py)
-ENV_BACKEND = "GLSMAMBA_SCAN_BACKEND"
-# backends added with register_backend: name -> fn(u, delta, A, B, C, D, delta_bias, delta_softplus)
-REGISTERED_BACKENDS: dict = {}
-
-
-def register_backend(name: str, fn) -> None:
-    """Make ``fn`` a scan backend selectable by ``name`` (``backend=``, the models'
-    ``scan_backend``, GLSMAMBA_SCAN_BACKEND). ``fn`` takes ``selective_scan``'s tensors and
-    returns y (B, K*D, L) in float32; check it against ``scan_reference`` in a test."""
-    REGISTERED_BACKENDS[name] = fn
-
-
-def backend_names() -> tuple[str, ...]:
-    """Every name ``backend`` accepts: the built-in ones, then the registered ones."""
-    return BACKENDS + tuple(REGISTERED_BACKENDS)
-
-
-def available_backends() -> list[str]:
-    """Backends that can run here (``"cuda"``/``"fused"`` only when their compiled code loads,
-    ``"triton"`` when triton imports: on CPU tensors it runs under Triton's interpreter)."""
-    from glsmamba.ops import scan_cuda, scan_fused, scan_triton
-
-    names = ["chunked", "reference"]
-    if scan_fused.is_available():
-        names.insert(0, "fused")
-    if scan_cuda.is_available():
-        names.insert(0, "cuda")
-    if scan_triton.is_available():  # on CPU tensors under Triton's interpreter (slow)
-        names.insert(0, "triton")
-    return names
-
+from glsmamba.ops.backends import (  # noqa: F401  (re-exported: the scan API)
+    BACKENDS, ENV_BACKEND, REGISTERED_BACKENDS, available_backends, backend_names, register_backend,
+    run_backend)
 
 def check_scan_inputs(
     u: torch.Tensor,
@@ -155,33 +125,30 @@ def selective_scan(
     """
     check_scan_inputs(u, delta, A, B, C, D, delta_bias)
     name = resolve_backend(backend, u.device, u.dtype)
-    return _run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus).to(u.dtype)
+    return run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus).to(u.dtype)
 
 
-def _run_backend(name, u, delta, A, B, C, D, delta_bias, delta_softplus) -> torch.Tensor:
-    """The backend's y: float32 (float64 for float64 inputs on chunked / reference)."""
-    if name in REGISTERED_BACKENDS:
-        return REGISTERED_BACKENDS[name](u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if name == "reference":
-        from glsmamba.ops.scan_reference import selective_scan_reference
+def scan_backend_report(device: torch.device | str, run: bool = True) -> str:
+    """One line: which selective-scan backend ``auto`` runs on ``device`` (a torch.device,
+    or 'cpu' / 'cuda' / 'cuda:N' / 'auto') for float32 / bf16 inputs and the self-test
+    verdict of each GPU backend it tried on the way. ``run=False`` runs no self-test:
+    only verdicts of this process or of the cache are shown ('not run yet' otherwise)."""
+    from glsmamba.ops import scan_triton, selftest
 
-        return selective_scan_reference(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if name == "cuda":
-        from glsmamba.ops.scan_cuda import selective_scan_cuda
-
-        return selective_scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if name == "triton":
-        from glsmamba.ops.scan_triton import selective_scan_triton
-
-        return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if name == "export":
-        from glsmamba.ops.scan_export import selective_scan_export
-
-        return selective_scan_export(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if name == "fused":
-        from glsmamba.ops.scan_fused import selective_scan_fused
-
-        return selective_scan_fused(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    from glsmamba.ops.scan_chunked import selective_scan_chunked
-
-    return selective_scan_chunked(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    device = selftest.normalize(device) if isinstance(device, torch.device) else selftest.parse_device(device)
+    if device.type != "cuda":
+        backend = resolve_backend("auto", device, torch.float32)
+        return (f"selective scan on {device}: {backend}; no self-test on the CPU "
+                "(its backends are checked against the float64 loop by the test suite)")
+    forced = os.environ.get(ENV_BACKEND, "auto") or "auto"
+    order = [forced] if forced != "auto" else scan_triton.cuda_auto_order(device, torch.float32)
+    parts, chosen = [], "chunked"
+    for backend in order:
+        result = selftest.verdict(backend, device, run) if backend in selftest.CHECKED_BACKENDS else None
+        if backend in selftest.CHECKED_BACKENDS:
+            parts.append(result.describe() if result else
+                         f"{backend}: self-test not run yet (it runs before the first scan of a process)")
+        if result is None or result.ok or forced != "auto":
+            chosen = backend if result is None or result.ok else f"{backend} ({ENV_BACKEND}: scans raise)"
+            break
+    return f"selective scan on {selftest.device_label(device)}: {chosen}; " + "; ".join(parts or ["no GPU backend to test"])

@@ -2,7 +2,7 @@
 
 The first time a process resolves ``"triton"`` (or mamba_ssm's ``"cuda"``) for a CUDA
 device, :func:`verdict` runs :data:`GPU_CASES` through that backend's real code path
-(``selective_scan._run_backend``, the one every scan call takes: forward and the seven
+(``backends.run_backend``, the one every scan call takes: forward and the seven
 gradients) and compares each output with the chunked PyTorch backend on the same device,
 in float64 on the same inputs. Any exception (compile, launch, an asynchronous CUDA error
 surfacing at the synchronisation after each case), a wrong dtype or shape, a non-finite
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from glsmamba.errors import ConfigError, GlsmambaError
-from glsmamba.ops.selective_scan import ENV_BACKEND
+from glsmamba.ops.backends import run_backend
 
 ENV_SELFTEST = "GLSMAMBA_SCAN_SELFTEST"
 SELFTEST_VERSION = 1  # bump when the cases, the tolerances or the comparison change
@@ -252,10 +252,9 @@ def make_inputs(batch, paths, per_path, n_state, length, dtype, device, seed=0) 
 
 def _forward_backward(backend: str, inputs: list, grad_out: torch.Tensor | None):
     """y and the seven gradients through ``backend``'s real path (the one of every scan call)."""
-    from glsmamba.ops.selective_scan import _run_backend
 
     leaves = [x.detach().clone().requires_grad_() for x in inputs]
-    y = _run_backend(backend, *leaves, True).to(inputs[0].dtype)
+    y = run_backend(backend, *leaves, True).to(inputs[0].dtype)
     if grad_out is None:
         gen = torch.Generator().manual_seed(99)
         grad_out = torch.randn(y.shape, generator=gen).to(device=y.device, dtype=y.dtype)
@@ -343,7 +342,7 @@ def selftest_enabled() -> bool:
     return os.environ.get(ENV_SELFTEST, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _label(device: torch.device) -> str:
+def device_label(device: torch.device) -> str:
     try:
         ident = device_identity(device)
         return f"{device} ({ident['name']}, sm_{ident['capability'].replace('.', '')})"
@@ -352,7 +351,7 @@ def _label(device: torch.device) -> str:
 
 
 def _run_and_store(backend: str, device: torch.device) -> Verdict:
-    label = _label(device)
+    label = device_label(device)
     try:
         key = cache_key(backend, device)
     except Exception as exc:  # noqa: BLE001 - no device properties: the device is unusable
@@ -393,7 +392,7 @@ def verdict(backend: str, device: torch.device, run: bool = True) -> Verdict | N
             return _verdicts[memo]
         if not run:
             try:
-                return _load(cache_key(backend, device), _label(device))
+                return _load(cache_key(backend, device), device_label(device))
             except Exception:  # noqa: BLE001
                 return None
         result = _run_and_store(backend, device)
@@ -436,34 +435,6 @@ def reset() -> None:
     """Forget this process's verdicts (tests; the cache files stay)."""
     with _lock:
         _verdicts.clear()
-
-
-# --------------------------------------------------------------------- the report
-def scan_backend_report(device: torch.device | str, run: bool = True) -> str:
-    """One line: which selective-scan backend ``auto`` runs on ``device`` (a torch.device,
-    or 'cpu' / 'cuda' / 'cuda:N' / 'auto') for float32 / bf16 inputs and the self-test
-    verdict of each GPU backend it tried on the way. ``run=False`` runs no self-test:
-    only verdicts of this process or of the cache are shown ('not run yet' otherwise)."""
-    from glsmamba.ops import scan_triton
-    from glsmamba.ops.selective_scan import resolve_backend
-
-    device = normalize(device) if isinstance(device, torch.device) else parse_device(device)
-    if device.type != "cuda":
-        backend = resolve_backend("auto", device, torch.float32)
-        return (f"selective scan on {device}: {backend}; no self-test on the CPU "
-                "(its backends are checked against the float64 loop by the test suite)")
-    forced = os.environ.get(ENV_BACKEND, "auto") or "auto"
-    order = [forced] if forced != "auto" else scan_triton.cuda_auto_order(device, torch.float32)
-    parts, chosen = [], "chunked"
-    for backend in order:
-        result = verdict(backend, device, run) if backend in CHECKED_BACKENDS else None
-        if backend in CHECKED_BACKENDS:
-            parts.append(result.describe() if result else
-                         f"{backend}: self-test not run yet (it runs before the first scan of a process)")
-        if result is None or result.ok or forced != "auto":
-            chosen = backend if result is None or result.ok else f"{backend} ({ENV_BACKEND}: scans raise)"
-            break
-    return f"selective scan on {_label(device)}: {chosen}; " + "; ".join(parts or ["no GPU backend to test"])
 
 
 def parse_device(device: torch.device | str) -> torch.device:

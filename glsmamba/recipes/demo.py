@@ -504,7 +504,7 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_losses(runs: Path, path: Path, smooth_fraction: float = 0.02) -> None:
+def plot_losses(runs: Path, path: Path, smooth_fraction: float = 0.05) -> None:
     """``loss_curves.png``: :func:`loss_figure` of the runs in ``runs``."""
     plt = _pyplot()
     fig = loss_figure(runs, smooth_fraction)
@@ -519,7 +519,7 @@ def _pyplot():
     return plt
 
 
-def loss_figure(runs: Path, smooth_fraction: float = 0.02):
+def loss_figure(runs: Path, smooth_fraction: float = 0.05):
     """Training loss, one panel per stage, each curve a centred moving average over
     ``smooth_fraction`` of its steps (stage 2: the four runs of the same budget); the
     legends under the axes."""

@@ -214,7 +214,7 @@ def write_json(path: Path, document) -> None:
 def check_complete(root: str | Path) -> None:
     """DataError when ``root`` is a benchmark glsmamba synth started but did not finish
     (its meta.json says ``"complete": false``: the generation was killed or failed)."""
-    meta = _read_meta(Path(root))
+    meta = read_meta(Path(root))
     if meta is not None and meta.get("complete") is False:
         raise DataError("this synthetic benchmark is incomplete (meta.json says \"complete\": "
                         "false: its generation was interrupted); generate it again with "
@@ -225,7 +225,7 @@ def check_complete(root: str | Path) -> None:
 # whole dataset
 
 
-def _read_meta(root: Path) -> dict | None:
+def read_meta(root: Path) -> dict | None:
     """meta.json of a benchmark this generator wrote, else None."""
     try:
         meta = json.loads((root / "meta.json").read_text())
@@ -247,7 +247,7 @@ def owned_files(root: Path) -> set[str] | None:
     """Files (relative paths) the manifest ``meta.json`` says the generator (or a caller
     through :func:`record_outputs`) wrote; None when the folder holds no such manifest.
     meta.json of version 1.0 lists none: they are derived from its videos and options."""
-    meta = _read_meta(root)
+    meta = read_meta(root)
     if meta is None:
         return None
     if isinstance(meta.get("files"), list):
@@ -266,7 +266,7 @@ def record_outputs(root: str | Path, relative_paths: list[str]) -> None:
     """Add files a caller wrote inside a generated benchmark (e.g. the demo's filtered
     annotations) to its manifest, so that ``--overwrite`` may remove them later."""
     root = Path(root)
-    meta = _read_meta(root)
+    meta = read_meta(root)
     if meta is None:
         raise DataError("not a folder written by glsmamba synth (no meta.json)", str(root))
     extra = sorted(set(meta.get("extra_files", [])) | {str(p) for p in relative_paths})

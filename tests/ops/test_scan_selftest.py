@@ -20,7 +20,7 @@ import torch
 pytest.importorskip("triton")
 
 import glsmamba  # noqa: E402
-from glsmamba.ops import scan_cuda, scan_triton, selftest  # noqa: E402
+from glsmamba.ops import scan_cuda, scan_triton, selective_scan, selftest  # noqa: E402
 from glsmamba.ops.scan_chunked import selective_scan_chunked  # noqa: E402
 from glsmamba.ops.selective_scan import resolve_backend  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_passes_under_the_interpreter_and_is_cached(fake_gpu, monkeypatch):
     selftest.reset()  # a new process: the cached verdict, no second run
     calls = count_checks(monkeypatch, failure="must not run")
     assert resolve_backend("auto", GPU) == "triton" and calls == []
-    assert "passed its self-test" in selftest.scan_backend_report(GPU)
+    assert "passed its self-test" in selective_scan.scan_backend_report(GPU)
 
 
 def test_wrong_values_warn_once_and_fall_back(fake_gpu, monkeypatch):
@@ -135,7 +135,7 @@ def test_wrong_values_warn_once_and_fall_back(fake_gpu, monkeypatch):
         assert resolve_backend("auto", GPU) == "cuda"
     [message] = scan_warnings(record)
     assert "cached verdict" in message
-    report = selftest.scan_backend_report(GPU)
+    report = selective_scan.scan_backend_report(GPU)
     assert report.startswith("selective scan on cuda (Fake GPU, sm_90): cuda;")
     assert "triton FAILED" in report and "cuda passed" in report
 
@@ -166,7 +166,7 @@ def test_disabled_by_environment(fake_gpu, monkeypatch):
         assert resolve_backend("auto", GPU) == "triton"
         assert resolve_backend("triton", GPU) == "triton"
     assert calls == [] and scan_warnings(record) == [] and verdict_files() == []
-    assert "self-test skipped (GLSMAMBA_SCAN_SELFTEST=0)" in selftest.scan_backend_report(GPU)
+    assert "self-test skipped (GLSMAMBA_SCAN_SELFTEST=0)" in selective_scan.scan_backend_report(GPU)
 
 
 # ------------------------------------------------------------------- the cache
@@ -251,12 +251,12 @@ def test_interrupted_test_leaves_no_verdict(fake_gpu, monkeypatch):
 
 def test_report_before_a_run_and_on_cpu(fake_gpu, monkeypatch):
     calls = count_checks(monkeypatch)
-    report = selftest.scan_backend_report(GPU, run=False)
+    report = selective_scan.scan_backend_report(GPU, run=False)
     assert report == ("selective scan on cuda (Fake GPU, sm_90): triton; triton: self-test not run yet "
                       "(it runs before the first scan of a process)")
     assert calls == []
-    assert "passed its self-test" in selftest.scan_backend_report(GPU) and calls == ["triton"]
-    cpu = selftest.scan_backend_report("cpu")
+    assert "passed its self-test" in selective_scan.scan_backend_report(GPU) and calls == ["triton"]
+    cpu = selective_scan.scan_backend_report("cpu")
     assert cpu.startswith("selective scan on cpu: ") and "no self-test" in cpu
 
 

@@ -272,7 +272,7 @@ def test_loss_curves_one_panel_per_stage_smoothed_legends_outside(tmp_path):
     fig = demo.loss_figure(tmp_path)
     stage1, stage2 = fig.axes
     assert len(stage1.get_lines()) == 1 and len(stage2.get_lines()) == 4
-    assert "moving average over 4 steps" in stage2.get_title()
+    assert "moving average over 10 steps" in stage2.get_title()
     raw_spread = 0.005
     spread = np.ptp(stage2.get_lines()[0].get_ydata())
     assert spread < raw_spread * 0.8                    # smoothed, not the raw steps
