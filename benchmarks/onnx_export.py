@@ -166,7 +166,7 @@ def _markdown(results: dict, threads: int) -> str:
     lines = ["| model | PyTorch clips/s | ORT clips/s | PyTorch peak RSS (MB) | ORT peak RSS (MB) |",
              "|---|---|---|---|---|"]
     for name, row in results["models"].items():
-        lines.append(f"| {name} | {row['torch']['clips_per_s']:.2f} | {row['ort']['clips_per_s']:.2f} | "
+        lines.append(f"| {name} | {row['torch']['clips_per_s']:.3g} | {row['ort']['clips_per_s']:.3g} | "
                      f"{row['torch']['peak_rss_mb']:.0f} | {row['ort']['peak_rss_mb']:.0f} |")
     export = results["export_glsmamba_b"]
     lines += ["", f"Export of glsmamba-b (5 x 256 x 192): {export['seconds']:.0f} s wall, "

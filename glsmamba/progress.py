@@ -133,7 +133,11 @@ class Progress:
         elif self.mode == "log":
             if self._pending:                     # due last time, no postfix came since
                 self._flush()
-            if time.perf_counter() - self.last_line >= self.interval:
+            now = time.perf_counter()
+            # the next update is about one mean step away: a line due before then is
+            # written now, so that slow steps do not stretch the gaps past the interval
+            per_update = (now - self.started) / self.n if self.n > 0 else 0.0
+            if now - self.last_line + per_update >= self.interval:
                 self._pending = True              # wait for this step's set_postfix
 
     def set_postfix(self, **values) -> None:

@@ -78,3 +78,21 @@ def test_environment_and_cli_flag(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--progress", "fancy", "models"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_slow_steps_do_not_stretch_the_gaps_past_the_interval(monkeypatch):
+    """Steps of 9 s with a 30 s interval: lines at most 30 s apart (not 36)."""
+    clock = [0.0]
+    monkeypatch.setattr(prog.time, "perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    bar = prog.progress(total=40, desc="epoch 1/1", unit="step", stream=stream, interval=30)
+    written = []
+    for _ in range(40):
+        clock[0] += 9.0
+        before = stream.getvalue().count("\n")
+        bar.update(1)
+        bar.set_postfix(loss="1e-3")
+        if stream.getvalue().count("\n") > before:
+            written.append(clock[0])
+    gaps = [b - a for a, b in zip([0.0, *written], written)]
+    assert len(written) >= 11 and max(gaps) <= 30.0, gaps

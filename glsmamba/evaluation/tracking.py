@@ -32,9 +32,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from glsmamba.errors import DataError
-from glsmamba.evaluation.posetrack_map import (COLUMNS, DIST_THRESHOLD, MAX_TRACK_ID,
-                                               points_in_polygon)
-from glsmamba.evaluation.poseval_io import NUM_JOINTS, POSEVAL_JOINTS, parse_video
+from glsmamba.evaluation.posetrack_map import COLUMNS, DIST_THRESHOLD, points_in_polygon
+from glsmamba.evaluation.poseval_format import MAX_TRACK_ID, NUM_JOINTS, POSEVAL_JOINTS
+from glsmamba.evaluation.poseval_io import parse_video
 from glsmamba.evaluation.table import POSEVAL_HEADERS, format_cell, render_table
 
 COUNT_NAMES = ("num_objects", "num_matches", "num_switches", "num_misses",

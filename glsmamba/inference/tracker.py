@@ -11,8 +11,9 @@
   where a track's box and last pose are moved by a constant-velocity model of the box
   centre (a running average of its motion, from rest; the size is kept) and the IoU is the
   better of the predicted and the last box's (a wrong velocity never hurts); OKS uses the
-  joints confident in both poses (without any, the cost is the IoU term alone). Pairs costing more than
-  ``max_cost`` never match. Two stages as in ByteTrack: people whose box score is at least
+  joints confident in both poses (without any, the cost is the IoU term alone). A pair may
+  match when its cost or its IoU term alone is at most ``max_cost`` (poses rank pairs but
+  never veto one the boxes accept). Two stages as in ByteTrack: people whose box score is at least
   ``high_score`` are matched first to every live track; people with a lower score (at least
   ``low_score``) then only continue the tracks still unmatched, and never start a track
   (they get an id of their own). Unmatched tracks survive ``max_age`` frames.
@@ -92,7 +93,7 @@ class PoseTrackerOptions:
 
     iou_weight: float = 0.5       # weight of 1 - IoU(predicted box, box) in the cost
     oks_weight: float = 0.5       # weight of 1 - OKS(predicted pose, pose)
-    max_cost: float = 0.8         # pairs costing more never match (cost is in [0, 1])
+    max_cost: float = 0.8         # pairs whose cost and IoU term both exceed it never match
     high_score: float = 0.5       # box score of the first stage; only these start tracks
     low_score: float = 0.1        # lower scores: second stage only; below: never matched
     max_age: int = 8              # frames an unmatched track survives before removal
@@ -190,15 +191,17 @@ class PoseTracker:
         self.next_id += 1
         return self.next_id - 1
 
-    def cost(self, tracks: list[_Track], boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-        """(T, N) association cost in [0, 1] of ``tracks`` with people (boxes, keypoints)."""
+    def cost(self, tracks: list[_Track], boxes: np.ndarray,
+             keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, N) association cost in [0, 1] of ``tracks`` with people (boxes, keypoints),
+        and (T, N) its IoU term alone."""
         predicted = [t.predicted() for t in tracks]
         pred_boxes = np.stack([p[0] for p in predicted])
         last_boxes = np.stack([t.box for t in tracks])
         # the better of the predicted and the last box: a wrong velocity never hurts
         iou_cost = 1.0 - np.maximum(box_iou(pred_boxes, boxes), box_iou(last_boxes, boxes))
         if self.options.oks_weight == 0:
-            return iou_cost
+            return iou_cost, iou_cost
         sigmas = self.sigmas if self.sigmas is not None else np.full(keypoints.shape[1], 0.08)
         if len(sigmas) != keypoints.shape[1]:
             raise ConfigError(f"{len(sigmas)} OKS sigmas for poses of {keypoints.shape[1]} joints")
@@ -206,7 +209,7 @@ class PoseTracker:
                        pred_boxes[:, 2] * pred_boxes[:, 3], sigmas, self.options.keypoint_thr)
         w_iou, w_oks = self.options.iou_weight, self.options.oks_weight
         mixed = (w_iou * iou_cost + w_oks * (1.0 - oks)) / (w_iou + w_oks)
-        return np.where(np.isnan(oks), iou_cost, mixed)
+        return np.where(np.isnan(oks), iou_cost, mixed), iou_cost
 
     def _match(self, people: np.ndarray, free: list[int], boxes: np.ndarray,
                keypoints: np.ndarray, ids: list[int]) -> list[int]:
@@ -214,8 +217,9 @@ class PoseTracker:
         if not len(people) or not free:
             return free
         tracks = [self.tracks[i] for i in free]
-        cost = self.cost(tracks, boxes[people], keypoints[people])
-        allowed = cost <= self.options.max_cost
+        cost, iou_cost = self.cost(tracks, boxes[people], keypoints[people])
+        # poses rank the pairs but never veto one the boxes alone would accept
+        allowed = np.minimum(cost, iou_cost) <= self.options.max_cost
         rows, cols = linear_sum_assignment(np.where(allowed, cost, 1e6))
         taken = set()
         for r, c in zip(rows, cols):

@@ -14,7 +14,7 @@ import pytest
 
 from glsmamba.cli import main
 from glsmamba.errors import DataError
-from glsmamba.evaluation.poseval_io import POSETRACK18_KEYPOINTS
+from glsmamba.evaluation.poseval_format import POSETRACK18_KEYPOINTS
 from glsmamba.evaluation.tracking import MotAccumulator, evaluate_tracking, optimal_pairs
 
 D = 5 / 30          # distance of an offset prediction, in head sizes

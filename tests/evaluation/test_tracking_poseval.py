@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from glsmamba.evaluation.poseval_io import POSETRACK18_KEYPOINTS, load_json_dir
+from glsmamba.evaluation.poseval_format import POSETRACK18_KEYPOINTS
+from glsmamba.evaluation.poseval_io import load_json_dir
 from glsmamba.evaluation.tracking import evaluate_tracking
 
 evaluate_tracking_ref = pytest.importorskip("poseval.evaluateTracking").evaluateTracking
