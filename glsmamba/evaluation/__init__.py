@@ -13,7 +13,8 @@ from glsmamba.evaluation.writer import write_posetrack_predictions
 __all__ = [
     "JHMDB_GROUPS", "JHMDB_JOINTS", "POSEVAL_JOINTS", "MapResult", "Metric", "PckResult",
     "get_metric", "list_metrics", "register_metric",
-    "TrackingResult", "evaluate_posetrack", "evaluate_tracking", "format_tracking_table", "format_pck_table", "format_table", "image_ids_with",
+    "TrackingResult", "evaluate_posetrack", "evaluate_tracking", "format_tracking_table",
+    "format_pck_table", "format_table", "image_ids_with",
     "load_json_dir", "mean_over_splits", "pck_accuracy", "split_merged",
     "write_posetrack_predictions",
 ]
