@@ -18,7 +18,7 @@ FLOORS = {
     "glsmamba": 0, "glsmamba.errors": 0, "glsmamba.fileio": 0, "glsmamba.progress": 0,
     "glsmamba.outputs": 0,
     "glsmamba.ops": 1,
-    "glsmamba.models": 2, "glsmamba.data": 2, "glsmamba.synth": 2,
+    "glsmamba.models": 2, "glsmamba.data": 2, "glsmamba.synth": 2, "glsmamba.trackers": 2,
     "glsmamba.evaluation": 3,
     "glsmamba.engine": 4,
     "glsmamba.inference": 5, "glsmamba.export": 5,

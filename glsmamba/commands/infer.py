@@ -99,7 +99,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "PASSIVE unless set), so a busy machine is not oversubscribed; "
                              "0 = torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="same as --progress none")
-    from glsmamba.inference.tracker import TRACKERS
+    from glsmamba.trackers import TRACKERS
     parser.add_argument("--tracker", choices=TRACKERS, default=None,
                         help="pose (default: box IoU + pose OKS + constant velocity, two "
                              "stages, after the pose model) or iou (greedy box IoU); same as "

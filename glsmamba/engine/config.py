@@ -73,7 +73,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "protocol": "gt",        # a registered protocol (evaluation/protocols.py): boxes, scores, NMS (docs/EVALUATION.md)
         "boxes": "gt",           # legacy: "detections" needs a detected-box eval.protocol
     },
-    "track": {                   # inference tracking (glsmamba/inference/tracker.py, docs/USAGE.md)
+    "track": {                   # inference tracking (glsmamba/trackers.py, docs/USAGE.md)
         "method": "pose",        # pose (IoU + OKS + constant velocity, two stages) | iou (greedy box IoU)
         "iou_weight": 0.5,       # cost = (iou_weight (1 - IoU) + oks_weight (1 - OKS)) / sum of weights
         "oks_weight": 0.5,
@@ -107,7 +107,7 @@ def _protocols() -> list[str]:
 
 
 def _trackers() -> list[str]:
-    from glsmamba.inference.tracker import TRACKERS
+    from glsmamba.trackers import TRACKERS
     return list(TRACKERS)
 
 

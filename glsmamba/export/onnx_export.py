@@ -65,11 +65,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 def load_source(source: str | os.PathLike, config: str | None = None,
                 overrides: list[str] | None = None) -> ExportSource:
     """A run dir or checkpoint -> its model (weights loaded, eval mode) and config."""
-    from glsmamba.engine.builder import build_model, load_for_eval
+    from glsmamba.engine.builder import build_model, checkpoint_config, load_for_eval
     from glsmamba.engine.checkpoint import resolve_checkpoint
-    from glsmamba.inference.estimator import config_for
     weights = resolve_checkpoint(source)
-    run_config = config_for(source, config, overrides)
+    run_config = checkpoint_config(source, config, overrides)
     model = build_model(run_config, log=lambda *_: None, for_training=False)
     load_for_eval(model, source)
     protected = {weights, weights.with_suffix(".json"), weights.with_name(f"{weights.stem}_state.pt")}

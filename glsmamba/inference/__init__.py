@@ -7,7 +7,7 @@
 - :mod:`~glsmamba.inference.detectors`: HOG / motion detectors, detections files, box
   clipping; :mod:`~glsmamba.inference.onnx_detector`,
   :mod:`~glsmamba.inference.torchvision_detector`: optional detectors;
-- :mod:`~glsmamba.inference.tracker`: IoU tracking; :mod:`~glsmamba.inference.clips`:
+- :mod:`~glsmamba.trackers`: IoU tracking; :mod:`~glsmamba.inference.clips`:
   ring-buffered clip streaming and cropping; :mod:`~glsmamba.inference.drawing`;
 - :mod:`~glsmamba.inference.infer`: the command (JSON + MP4, written incrementally).
 """

@@ -10,7 +10,7 @@ import numpy as np
 
 from glsmamba.errors import DataError
 from glsmamba.inference.sources import FrameSource
-from glsmamba.inference.tracker import box_iou
+from glsmamba.trackers import box_iou
 
 
 class HogPersonDetector:

@@ -28,7 +28,7 @@ from glsmamba.inference.detectors import (BoxReport, MotionPersonDetector, build
                                           clip_boxes, load_video_detections)
 from glsmamba.inference.drawing import draw_poses
 from glsmamba.inference.sources import CHANNELS, FrameSource, warn_stderr
-from glsmamba.inference.tracker import IouTracker, PoseTracker, build_tracker
+from glsmamba.trackers import IouTracker, PoseTracker, build_tracker
 
 Detections = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 _EMPTY = (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
@@ -124,7 +124,7 @@ class PoseEstimator:
         t-2δ..t, each frame yielded as soon as it is read); ``tracker`` ``pose|iou``
         (default: the config's ``track.method``), ``tracker_options`` (``track.*`` keys
         replacing the config's) and ``oks_sigmas`` (per joint, for the pose tracker's OKS)
-        configure tracking (glsmamba/inference/tracker.py)."""
+        configure tracking (glsmamba/trackers.py)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if delta < 0:

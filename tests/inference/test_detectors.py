@@ -9,7 +9,7 @@ import pytest
 from glsmamba.errors import DataError
 from glsmamba.inference.detectors import MotionPersonDetector, load_video_detections
 from glsmamba.inference.sources import FrameSource
-from glsmamba.inference.tracker import box_iou
+from glsmamba.trackers import box_iou
 
 
 def test_motion_detector_finds_moving_blob(tmp_path, write_video):
