@@ -18,7 +18,7 @@ from pathlib import Path
 def main() -> None:
     import torch
     from glsmamba.recipes import demo
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     from glsmamba.synth.generate import generate_dataset
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

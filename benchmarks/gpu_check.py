@@ -678,7 +678,7 @@ def section_scan_bench(dry: bool, sizes: dict, deadline: Deadline) -> dict:
 def section_train_bench(dry: bool, sizes: dict, deadline: Deadline) -> dict:
     import torch
 
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     from glsmamba.engine.trainer import Trainer
     from glsmamba.models import create_model
     from glsmamba.ops.selective_scan import resolve_backend

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def demo_checkpoint(folder: Path) -> Path:
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.checkpoint import save_checkpoint
+    from glsmamba.config import DEFAULTS
     from glsmamba.recipes.demo import FULL, glsmamba_config
     base = copy.deepcopy(DEFAULTS)
     base["data"]["type"] = "posetrack18"

@@ -41,7 +41,7 @@ def _source(spec: str, overrides: list[str] | None = None):
         return preset_source(spec[len("preset:"):], overrides)
     if spec.startswith("config:"):
         from glsmamba.engine.builder import build_model
-        from glsmamba.engine.config import load_config
+        from glsmamba.config import load_config
         config = load_config(spec[len("config:"):], overrides)
         model = build_model(config, log=lambda *_: None, for_training=False)
         return ExportSource(model.eval(), config, config["model"]["name"])

@@ -32,25 +32,9 @@ import torch
 
 from glsmamba.engine.trainer import heatmap_mse
 from glsmamba.models import create_model
+from glsmamba.preflight import profiler_peak_bytes as memory_peak  # noqa: F401 (used below and by tests)
 
 GIB = 2 ** 30
-
-
-def memory_peak(prof, device: str = "cpu") -> int:
-    """Running maximum of the summed ``[memory]`` events, in time order (bytes).
-
-    The raw allocation records are read from the profiler's kineto results (its
-    ``events()`` list folds the allocations made inside an op into that op).
-    """
-    kind = "CUDA" if device == "cuda" else "CPU"
-    records = sorted((e for e in prof.profiler.kineto_results.events()
-                      if e.name() == "[memory]" and str(e.device_type()).endswith(kind)),
-                     key=lambda e: e.start_ns())
-    live = peak = 0
-    for record in records:
-        live += record.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def make_batch(model, batch: int, device):

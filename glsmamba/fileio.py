@@ -82,7 +82,7 @@ def atomic_write_files(files: dict[Path, bytes], journal: Path | None = None) ->
 
     With ``journal`` (a path in the files' folder), the list of renames is written there
     once every temporary file is complete, so that a reader can finish the renames if the
-    process dies in the middle of them (:func:`glsmamba.engine.checkpoint.recover_interrupted`)."""
+    process dies in the middle of them (:func:`glsmamba.checkpoint.recover_interrupted`)."""
     tmps: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():

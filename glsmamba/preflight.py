@@ -453,11 +453,21 @@ def step_peak(model, config: dict, device: torch.device) -> int:
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    return profiler_peak_bytes(prof, "cpu")
+
+
+def profiler_peak_bytes(prof, device: str = "cpu") -> int:
+    """Running maximum of the summed ``[memory]`` events of ``device`` in time order (bytes).
+
+    The raw allocation records come from the profiler's kineto results (its ``events()``
+    list folds the allocations made inside an op into that op)."""
+    kind = "CUDA" if device == "cuda" else "CPU"
+    records = sorted((e for e in prof.profiler.kineto_results.events()
+                      if e.name() == "[memory]" and str(e.device_type()).endswith(kind)),
+                     key=lambda e: e.start_ns())
     live = peak = 0
-    for event in events:
-        live += event.nbytes()
+    for record in records:
+        live += record.nbytes()
         peak = max(peak, live)
     return peak
 

@@ -16,11 +16,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "glsmamba"
 # lowest first; a module may import its own floor and the floors below it
 FLOORS = {
     "glsmamba": 0, "glsmamba.errors": 0, "glsmamba.fileio": 0, "glsmamba.progress": 0,
-    "glsmamba.outputs": 0,
+    "glsmamba.outputs": 0, "glsmamba.checkpoint": 0,
     "glsmamba.ops": 1,
     "glsmamba.models": 2, "glsmamba.data": 2, "glsmamba.synth": 2, "glsmamba.trackers": 2,
     "glsmamba.evaluation": 3,
-    "glsmamba.engine": 4,
+    "glsmamba.engine": 4, "glsmamba.config": 4,
     "glsmamba.inference": 5, "glsmamba.export": 5,
     "glsmamba.recipes": 6, "glsmamba.preflight": 6,
     "glsmamba.commands": 7, "glsmamba.cli": 7, "glsmamba.__main__": 7,

@@ -144,7 +144,7 @@ def test_train_stops_before_training_on_a_fatal_finding(pt18, weights, tmp_path,
 def test_corrupt_jpeg_deep_in_the_list_is_found_with_full(tmp_path, capsys):
     """Synthetic data with more frames than the default decode sample: one truncated JPEG
     outside the sample passes the default check and is named by --full."""
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     from glsmamba.preflight import (DECODE_SAMPLE, Report, check_annotations, decode_sample,
                                     needed_frames)
     from glsmamba.synth.generate import generate_dataset
@@ -207,7 +207,7 @@ def test_feature_cache_estimate_matches_the_cache_a_run_writes(tmp_path, monkeyp
     import shutil as shutil_module
 
     from glsmamba.engine import api
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     from glsmamba.preflight import (Report, cache_bytes, check_annotations, check_disk,
                                     check_weights)
     from glsmamba.synth.generate import generate_dataset

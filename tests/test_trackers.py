@@ -130,7 +130,7 @@ def test_options_are_checked_and_built_from_the_config_section():
         PoseTrackerOptions(iou_weight=0, oks_weight=0)
     with pytest.raises(ConfigError, match="unknown tracker"):
         build_tracker("kalman")
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     tracker = build_tracker("pose", DEFAULTS["track"])
     assert tracker.options == PoseTrackerOptions()            # documented defaults agree
     assert isinstance(build_tracker("iou"), IouTracker)

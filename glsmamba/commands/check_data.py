@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glsmamba.engine.config import load_config, resolve_config_path
+    from glsmamba.config import load_config, resolve_config_path
     from glsmamba.preflight import run_checks
     config = load_config(args.config, args.overrides)
     source = resolve_config_path(args.config)

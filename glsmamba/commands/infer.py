@@ -6,14 +6,19 @@ import os
 from pathlib import Path
 
 
-def _frames(text: str) -> int:
+def whole_number(text: str, unit: str, zero_means: str) -> int:
+    """An argparse value that must be a whole number >= 0 (0 = ``zero_means``)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number of {unit}, got {text!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = all frames), got {value}")
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = {zero_means}), got {value}")
     return value
+
+
+def _frames(text: str) -> int:
+    return whole_number(text, "frames", "all frames")
 
 
 MAX_DEFAULT_THREADS = 4
@@ -21,13 +26,7 @@ MAX_DEFAULT_THREADS = 4
 
 def threads_arg(text: str) -> int:
     """argparse type of ``--threads``: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = torch's default), got {value}")
-    return value
+    return whole_number(text, "threads", "torch's default")
 
 
 def _floats(count: int):

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from glsmamba.engine import api
     from glsmamba.engine import distributed as du
-    from glsmamba.engine.config import load_config, resolve_config_path
+    from glsmamba.config import load_config, resolve_config_path
     config = load_config(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / resolve_config_path(args.config).stem)
     if args.overwrite:                    # --overwrite removes the run's files: never the config

@@ -19,7 +19,7 @@ def train(config: dict, work_dir: str | os.PathLike, resume: bool = False,
           overwrite: bool = False, progress: bool = True, log: Callable = print,
           step_callback=None) -> dict:
     """Train as the config says; returns {"metrics", "best", "work_dir", "evaluator"}."""
-    from glsmamba.engine.config import validate_config
+    from glsmamba.config import validate_config
     validate_config(config)
     info = du.init_distributed()
     work_dir = Path(work_dir)
@@ -119,14 +119,14 @@ def config_for_eval(checkpoint: str | os.PathLike, config: str | os.PathLike | d
     with missing keys; a one-line note says so when the two differ. ``overrides`` are
     ``key=value`` items (``--set``) applied to the config.
     """
-    from glsmamba.engine.checkpoint import load_checkpoint
+    from glsmamba.checkpoint import load_checkpoint
     from glsmamba.engine.builder import checkpoint_config as config_for
     if config is None:
         return config_for(checkpoint, None, overrides)
     if isinstance(config, dict):
         chosen = copy.deepcopy(config)
     else:
-        from glsmamba.engine.config import load_config
+        from glsmamba.config import load_config
         chosen = load_config(config, list(overrides or []))
     _, meta, path = load_checkpoint(checkpoint)
     if "config" not in meta:
@@ -192,7 +192,7 @@ def evaluate(config: dict | None, checkpoint: str | os.PathLike, boxes: str | No
 
 def _checkpoint_files(checkpoint: str | os.PathLike) -> list[Path]:
     """The checkpoint's files (weights, JSON, state) and its run folder's config."""
-    from glsmamba.engine.checkpoint import resolve_checkpoint
+    from glsmamba.checkpoint import resolve_checkpoint
     path = resolve_checkpoint(checkpoint)
     return [path, path.with_suffix(".json"), path.with_name(f"{path.stem}_state.pt"),
             path.parent / "config.toml"]
@@ -200,7 +200,7 @@ def _checkpoint_files(checkpoint: str | os.PathLike) -> list[Path]:
 
 def checkpoint_label(checkpoint: str | os.PathLike, meta: dict) -> str:
     """``path (epoch N)``; a ``best`` checkpoint is labelled as selected on val."""
-    from glsmamba.engine.checkpoint import resolve_checkpoint
+    from glsmamba.checkpoint import resolve_checkpoint
     path = resolve_checkpoint(checkpoint)
     label = str(path)
     details = []

@@ -12,8 +12,8 @@ from torch import nn
 from glsmamba.data.clip_dataset import ClipDataset, build_pipeline
 from glsmamba.data.codec import HeatmapCodec
 from glsmamba.engine import distributed as du
-from glsmamba.engine.checkpoint import load_checkpoint, load_model_weights
-from glsmamba.engine.config import section
+from glsmamba.checkpoint import load_checkpoint, load_model_weights
+from glsmamba.config import section
 from glsmamba.engine.evaluator import predict_dataset
 from glsmamba.errors import CheckpointError, ConfigError, DataError
 
@@ -75,7 +75,7 @@ def checkpoint_config(checkpoint: str | os.PathLike, config: str | None = None,
     """The run config of a checkpoint: ``config`` (a TOML path or bundled name) if given,
     else the one stored with it; ``overrides`` are ``--set`` items. ``loaded``: the
     checkpoint as ``load_checkpoint`` returned it, not to read it again."""
-    from glsmamba.engine.config import apply_override, expand_config, load_config, merge_config
+    from glsmamba.config import apply_override, expand_config, load_config, merge_config
     if config:
         return load_config(config, list(overrides or []))
     _, meta, path = loaded if loaded is not None else load_checkpoint(checkpoint)
@@ -371,7 +371,7 @@ class Evaluator:
         }
 
     def meta_text(self) -> str:
-        from glsmamba.engine.config import dump_config
+        from glsmamba.config import dump_config
         return ("# written by glsmamba eval: how these predictions were made\n"
                 + dump_config(self.metadata()))
 

@@ -3,7 +3,7 @@
 The :class:`Trainer` knows nothing of datasets or model presets: it takes a model (with
 ``forward(clip)`` and ``forward_features(feats)``), a training dataset whose items are
 dicts holding ``clip`` (or ``feats``), ``heatmaps`` and ``target_weight``, a config
-(see :mod:`glsmamba.engine.config`) and an optional validation callback.
+(see :mod:`glsmamba.config`) and an optional validation callback.
 
 Resume: ``last`` is written at the end of every epoch, every ``train.checkpoint_interval``
 steps, on ``train.max_steps``, and on Ctrl-C (after the step in flight finishes). It holds
@@ -36,9 +36,9 @@ from torch.utils.data import DataLoader
 
 from glsmamba.data.clip_dataset import worker_init_fn
 from glsmamba.engine import distributed as du
-from glsmamba.engine.checkpoint import (load_train_state, recover_interrupted, remove_stale_tmp,
+from glsmamba.checkpoint import (load_train_state, recover_interrupted, remove_stale_tmp,
                                        save_checkpoint)
-from glsmamba.engine.config import dump_config
+from glsmamba.config import dump_config
 from glsmamba.fileio import atomic_write_text, create_exclusive, open_append, temp_sibling
 from glsmamba.outputs import lock_folder, unlock_folder
 from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError
@@ -108,7 +108,7 @@ RESUME_CHANGEABLE = {
 
 
 def _flat(config: dict) -> dict:
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     flat = {}
     for section, defaults in DEFAULTS.items():
         values = (config or {}).get(section) or {}
@@ -402,8 +402,8 @@ class Trainer:
         return path
 
     def _load_state(self) -> None:
-        from glsmamba.engine.checkpoint import load_checkpoint, load_model_weights
-        from glsmamba.engine.checkpoint import STATE_KEYS
+        from glsmamba.checkpoint import load_checkpoint, load_model_weights
+        from glsmamba.checkpoint import STATE_KEYS
         tensors, meta, path = load_checkpoint(self.work_dir / "last.safetensors")
         changes = {}
         if isinstance(meta.get("config"), dict):

@@ -66,7 +66,7 @@ def load_source(source: str | os.PathLike, config: str | None = None,
                 overrides: list[str] | None = None) -> ExportSource:
     """A run dir or checkpoint -> its model (weights loaded, eval mode) and config."""
     from glsmamba.engine.builder import build_model, checkpoint_config, load_for_eval
-    from glsmamba.engine.checkpoint import resolve_checkpoint
+    from glsmamba.checkpoint import resolve_checkpoint
     weights = resolve_checkpoint(source)
     run_config = checkpoint_config(source, config, overrides)
     model = build_model(run_config, log=lambda *_: None, for_training=False)
@@ -80,7 +80,7 @@ def preset_source(name: str, overrides: list[str] | None = None, seed: int = 0) 
     """A preset with random weights (``model.*`` / ``data.*`` ``key=value`` overrides):
     for benchmarks and tests; the sidecar's checkpoint hash is null."""
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.config import apply_override, expand_config, merge_config
+    from glsmamba.config import apply_override, expand_config, merge_config
     run_config = merge_config({"model": {"name": name}})
     for item in overrides or []:
         apply_override(run_config, item)

@@ -177,7 +177,7 @@ class PoseEstimator:
         """
         from glsmamba.engine.builder import (build_model, codec_for, dataset_metainfo,
                                              load_for_eval)
-        from glsmamba.engine.checkpoint import load_checkpoint
+        from glsmamba.checkpoint import load_checkpoint
         if _runtime_name(runtime) == "onnxruntime":
             if config or overrides:
                 raise ConfigError("config / overrides do not apply to an exported ONNX model")
@@ -419,7 +419,7 @@ def _tracker_spec(config: dict | None, method: str | None, options: Mapping | No
                   sigmas: Sequence[float] | None) -> tuple:
     """(method, options, sigmas) for ``build_tracker``: the config's ``[track]`` section
     (or its defaults) updated by the explicit arguments."""
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     section = dict(DEFAULTS["track"])
     section.update((config or {}).get("track") or {})
     section.update(options or {})

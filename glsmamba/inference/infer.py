@@ -47,7 +47,7 @@ def infer(source, checkpoint: str | os.PathLike, config: str | None = None,
         detector_options=detector_options, warn=warn, runtime=runtime)
     inputs = [checkpoint, config, detector_weights]
     try:
-        from glsmamba.engine.checkpoint import resolve_checkpoint
+        from glsmamba.checkpoint import resolve_checkpoint
         weights = resolve_checkpoint(checkpoint)
         inputs += [weights, weights.with_suffix(".json")]
     except Exception:  # noqa: BLE001 - from_checkpoint above already read it

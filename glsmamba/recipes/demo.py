@@ -32,7 +32,7 @@ import numpy as np
 
 from glsmamba.engine import api
 from glsmamba.errors import ConfigError
-from glsmamba.engine.config import DEFAULTS
+from glsmamba.config import DEFAULTS
 from glsmamba.engine.trainer import read_log
 from glsmamba.fileio import atomic_write_bytes, atomic_write_text, write_json_atomic
 from glsmamba.models.registry import GLSMAMBA_DEMO_WIDTHS

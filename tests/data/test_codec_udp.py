@@ -134,7 +134,7 @@ def test_config_udp_reaches_targets_crop_and_codec(fixtures_dir):
     """data.udp switches the crop geometry, the training targets and the eval codec together."""
     from glsmamba.data.transforms import ClipAffine, GenerateTarget
     from glsmamba.engine.builder import build_split
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
 
     class Sized:
         input_size, heatmap_size = IN, HM

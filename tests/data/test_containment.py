@@ -69,7 +69,7 @@ def test_no_folder_listing_follows_an_outside_path(layout, monkeypatch):
 
 def test_the_opt_in_is_a_config_key():
     """data.allow_outside_root is a config key (default false)."""
-    from glsmamba.engine.config import DEFAULTS, merge_config
+    from glsmamba.config import DEFAULTS, merge_config
     assert DEFAULTS["data"]["allow_outside_root"] is False
     config = merge_config({"data": {"allow_outside_root": True}})
     assert config["data"]["allow_outside_root"] is True

@@ -12,7 +12,7 @@ from glsmamba.data.clip_dataset import build_pipeline
 from glsmamba.data.metainfo import load_metainfo
 from glsmamba.data.transforms import HRNET_UPPER_PROB, RandomHalfBody
 from glsmamba.engine import builder
-from glsmamba.engine.config import DEFAULTS, apply_override
+from glsmamba.config import DEFAULTS, apply_override
 from glsmamba.errors import ConfigError
 
 INFO = load_metainfo("posetrack")

@@ -89,7 +89,7 @@ def test_size_check_names_the_estimated_frame(tiny_posetrack):
 
 def test_config_window_default_choices_and_model(tiny_posetrack):
     from glsmamba.engine.builder import build_model, build_split
-    from glsmamba.engine.config import CHOICES, DEFAULTS, apply_override
+    from glsmamba.config import CHOICES, DEFAULTS, apply_override
     assert DEFAULTS["data"]["window"] == "centered"
     assert CHOICES[("data", "window")] == set(WINDOWS)
     config = copy.deepcopy(DEFAULTS)

@@ -21,7 +21,7 @@ def synth_root(tmp_path_factory):
 @pytest.fixture()
 def tiny_config(synth_root):
     """A glsmamba-tiny config on the synthetic data, small enough for a few seconds."""
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(name="glsmamba-tiny", overrides=dict(TINY_OVERRIDES),
                            random_encoder_ok=True)

@@ -55,7 +55,7 @@ class TinyClipSet(torch.utils.data.Dataset):
 
 def tiny_config(epochs: int = 3, milestones=(2,), **train) -> dict:
     """The default config with a tiny batch and schedule; ``train`` overrides train keys."""
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
     config["data"].update(batch_size=4, workers=0)
     config["train"].update(epochs=epochs, lr=1e-2, milestones=list(milestones), log_interval=1,

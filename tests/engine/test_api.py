@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from glsmamba.cli import main
 from glsmamba.engine import api
-from glsmamba.engine.config import dump_config
+from glsmamba.config import dump_config
 from glsmamba.engine.trainer import read_log
 from glsmamba.errors import DataError
 
@@ -49,7 +49,7 @@ def test_real_model_loss_decreases_on_synthetic_clips(tiny_config, tmp_path):
 
 def test_eval_missing_checkpoint_key(tiny_config, tmp_path, capsys):
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     model = build_model(tiny_config, log=lambda *_: None)
     save_checkpoint(tmp_path, "last", model, {"config": tiny_config})
     tensors = load_file(tmp_path / "last.safetensors")
@@ -103,7 +103,7 @@ def test_feature_cache_matches_encoder(tiny_config, tmp_path):
 def test_eval_on_real_posetrack18_fixture(tiny_config, tmp_path, fixtures_dir, capsys):
     """The real PoseTrack18 val files (ignore regions, head boxes) through `glsmamba eval`."""
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     config = copy.deepcopy(tiny_config)
     config["data"].update(root=str(fixtures_dir / "posetrack18"), val_ann="annotations/val")
     model = build_model(config, log=lambda *_: None)

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_standins import TinyPoseModel  # noqa: E402
 
 from glsmamba import fileio  # noqa: E402
-from glsmamba.engine import checkpoint as ckpt  # noqa: E402
+from glsmamba import checkpoint as ckpt  # noqa: E402
 from glsmamba.errors import CheckpointError  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def test_full_disk_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_full_disk_in_training_keeps_last_good(tmp_path, monkeypatch):
     import copy
     from engine_standins import TinyClipSet
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     from glsmamba.engine.trainer import Trainer
     config = copy.deepcopy(DEFAULTS)
     config["data"].update(batch_size=4, workers=0)

@@ -7,7 +7,7 @@ from torch import nn
 
 from glsmamba.commands.train import checkpoint_summary
 from glsmamba.engine.api import checkpoint_label
-from glsmamba.engine.checkpoint import resolve_checkpoint, save_checkpoint
+from glsmamba.checkpoint import resolve_checkpoint, save_checkpoint
 
 
 def test_work_dir_resolves_to_last_and_best_is_labelled(tmp_path):

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {here!r})
     from engine_standins import TinyClipSet, TinyPoseModel
     from glsmamba.engine import distributed as du
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     from glsmamba.engine.trainer import Trainer
 
     info = du.init_distributed("cpu")

@@ -28,7 +28,7 @@ def test_dcpose_without_detections_file(tiny_config, tmp_path):
     """`glsmamba eval` refuses; training validates on GT boxes and says so."""
     from glsmamba.engine import api
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     config = copy.deepcopy(tiny_config)
     config["eval"]["protocol"] = "dcpose"
     save_checkpoint(tmp_path / "ck", "last", build_model(config, log=lambda *_: None),

@@ -14,7 +14,7 @@ import pytest
 from glsmamba.cli import main
 from glsmamba.data.datasets import PoseDataset, VideoInfo, clip_indices, register_dataset
 from glsmamba.data.sample import PoseSample
-from glsmamba.engine.config import DEFAULTS, dump_config, load_config
+from glsmamba.config import DEFAULTS, dump_config, load_config
 from glsmamba.evaluation.metrics import Metric, register_metric
 
 pytestmark = pytest.mark.usefixtures("one_thread")

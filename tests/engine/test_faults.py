@@ -17,7 +17,7 @@ from engine_standins import TinyClipSet, TinyPoseModel, make_trainer  # noqa: E4
 from engine_standins import tiny_config as _tiny_config  # noqa: E402
 
 from glsmamba import fileio  # noqa: E402
-from glsmamba.engine import checkpoint as ckpt  # noqa: E402
+from glsmamba import checkpoint as ckpt  # noqa: E402
 from glsmamba.engine.trainer import Trainer, TrainingDiverged, prepare_work_dir  # noqa: E402
 from glsmamba.errors import CheckpointError, ConfigError, GlsmambaError  # noqa: E402
 
@@ -242,13 +242,13 @@ def test_output_files_follow_the_umask(tmp_path):
     ("data.split=4", r"data.split = 4 is out of range \(must be >= 1 and <= 3\)"),
 ])
 def test_invalid_config_values_are_config_errors(item, message):
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     with pytest.raises(ConfigError, match=r"--set: " + message):
         load_config("synth_tiny", [item])
 
 
 def test_invalid_value_in_a_toml_file_names_the_file(tmp_path):
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     path = tmp_path / "bad.toml"
     path.write_text("[train]\nepochs = -1\n")
     with pytest.raises(ConfigError, match=r"bad.toml: train.epochs = -1 is out of range"):

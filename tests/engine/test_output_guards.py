@@ -33,8 +33,8 @@ def data_copy(synth_root, tmp_path):
 def run_config(tiny_config, data_copy, tmp_path):
     """(config file, config, checkpoint folder) on a private copy of the synthetic data."""
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
-    from glsmamba.engine.config import dump_config
+    from glsmamba.checkpoint import save_checkpoint
+    from glsmamba.config import dump_config
     config = copy.deepcopy(tiny_config)
     config["data"]["root"] = str(data_copy)
     path = tmp_path / "config.toml"

@@ -112,7 +112,7 @@ def test_model_declared_exemptions_match_the_old_name_rules(name, overrides):
 
 def test_trainer_optimizer_uses_the_groups(tiny, tmp_path):
     """AdamW in the trainer: a decayed weight shrinks with zero gradient, A_log does not."""
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     from glsmamba.engine.trainer import Trainer
     config = copy.deepcopy(DEFAULTS)
     config["train"].update(weight_decay=0.5, lr=0.1, amp="off")

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_standins import TinyClipSet, TinyPoseModel  # noqa: E402
 
 from glsmamba.cli import main  # noqa: E402
-from glsmamba.engine.config import DEFAULTS, dump_config  # noqa: E402
+from glsmamba.config import DEFAULTS, dump_config  # noqa: E402
 from glsmamba.engine.trainer import Trainer, amp_dtype, read_log  # noqa: E402
 from glsmamba.errors import ConfigError  # noqa: E402
 from glsmamba.models.glsmamba import VideoPoseModel  # noqa: E402
@@ -75,7 +75,7 @@ def test_grad_checkpointing_needs_a_model_that_supports_it(tmp_path):
 
 
 def test_bundled_gpu_configs_turn_checkpointing_on():
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     for name in ("posetrack17_glsmamba_b", "posetrack18_glsmamba_b", "posetrack21_glsmamba_b",
                  "jhmdb_glsmamba_b"):
         assert load_config(name)["train"]["grad_checkpointing"] is True, name

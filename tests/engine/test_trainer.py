@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_standins import TinyClipSet, TinyPoseModel, make_trainer, tiny_config  # noqa: E402
 
-from glsmamba.engine.checkpoint import load_checkpoint  # noqa: E402
+from glsmamba.checkpoint import load_checkpoint  # noqa: E402
 from glsmamba.engine.trainer import Trainer, TrainingDiverged, read_log  # noqa: E402
 from glsmamba.errors import ConfigError  # noqa: E402
 

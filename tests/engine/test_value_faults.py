@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_standins import TinyClipSet, TinyPoseModel, make_trainer, tiny_config  # noqa: E402
 
 from glsmamba.cli import main  # noqa: E402
-from glsmamba.engine import checkpoint as ckpt  # noqa: E402
+from glsmamba import checkpoint as ckpt  # noqa: E402
 from glsmamba.engine.trainer import Trainer  # noqa: E402
 from glsmamba.errors import CheckpointError, ConfigError  # noqa: E402
 

@@ -136,8 +136,8 @@ def fixture_run(tmp_path, fixtures_dir):
     """A tiny random checkpoint and a config on the real PoseTrack18 fixture + detections."""
     global FIXTURE_VAL
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
-    from glsmamba.engine.config import DEFAULTS, dump_config
+    from glsmamba.checkpoint import save_checkpoint
+    from glsmamba.config import DEFAULTS, dump_config
     FIXTURE_VAL = fixtures_dir / "posetrack18/annotations/val"
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(name="glsmamba-tiny", random_encoder_ok=True, overrides={
@@ -228,7 +228,7 @@ def test_protocols_on_real_fixture(fixture_run, capsys):
 def test_duplicate_detection_collapses_on_real_fixture(fixture_run, tmp_path, monkeypatch):
     """Two near-identical detected boxes of one real person: mmpose writes one, dcpose two."""
     from glsmamba.engine import api
-    from glsmamba.engine.config import load_config
+    from glsmamba.config import load_config
     config_path, tmp, detections = fixture_run
     image_id = 10034180000
     best = max((d for d in detections if d["image_id"] == image_id), key=lambda d: d["score"])

@@ -28,7 +28,7 @@ def excite(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def tiny_config(delta: int = 1, window: str | None = None) -> dict:
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(name="glsmamba-tiny", overrides=dict(TINY), random_encoder_ok=True)
     config["data"].update(type="posetrack18", root="unused", delta=delta, workers=0)
@@ -41,7 +41,7 @@ def tiny_config(delta: int = 1, window: str | None = None) -> dict:
 def save_tiny(folder, delta: int = 1, window: str | None = None):
     """A tiny checkpoint folder (``last``) with excited weights."""
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     config = tiny_config(delta, window)
     torch.manual_seed(0)
     model = excite(build_model(config, log=lambda *_: None))

@@ -15,7 +15,7 @@ TINY_OVERRIDES = {"input_size": [48, 64], "dim": 16, "d_state": 1, "gsm_depth": 
 @pytest.fixture()
 def tiny_config():
     """A glsmamba-tiny config (inference reads no dataset, so the data root is unused)."""
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(name="glsmamba-tiny", overrides=dict(TINY_OVERRIDES),
                            random_encoder_ok=True)
@@ -30,7 +30,7 @@ def tiny_config():
 def tiny_checkpoint(tiny_config, tmp_path):
     """A randomly initialised tiny checkpoint folder (``last`` set with the config)."""
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     model = build_model(tiny_config, log=lambda *_: None)
     save_checkpoint(tmp_path / "ckpt", "last", model, {"config": tiny_config})
     return tmp_path / "ckpt"

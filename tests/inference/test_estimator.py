@@ -117,7 +117,7 @@ def test_vtest_with_default_detector(tiny_checkpoint, shared_dir):
 
 def test_from_checkpoint_reads_the_checkpoint_once(tiny_checkpoint, monkeypatch):
     """Config and weights come from one read of the checkpoint files."""
-    from glsmamba.engine import checkpoint
+    from glsmamba import checkpoint
     reads = []
     real = checkpoint.load_checkpoint
 

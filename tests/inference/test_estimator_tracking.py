@@ -41,7 +41,7 @@ def test_infer_json_scores_with_eval_predictions_tracking(tiny_config, tmp_path,
     import cv2
     from glsmamba.cli import main
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     tiny_config["track"]["method"] = "pose"
     model = build_model(tiny_config, log=lambda *_: None)
     save_checkpoint(tmp_path / "ckpt", "last", model, {"config": tiny_config})

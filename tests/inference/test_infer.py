@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_infer_writes_json_and_playable_mp4(tiny_config, tmp_path, write_video):
     from glsmamba.inference.infer import infer
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     model = build_model(tiny_config, log=lambda *_: None)
     save_checkpoint(tmp_path / "ckpt", "last", model, {"config": tiny_config})
     boxes = write_video(tmp_path / "walk.mp4", frames=9)
@@ -43,7 +43,7 @@ def test_infer_writes_json_and_playable_mp4(tiny_config, tmp_path, write_video):
 def test_infer_on_vtest_first_frames(tiny_config, tmp_path, shared_dir):
     from glsmamba.inference.infer import infer
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     model = build_model(tiny_config, log=lambda *_: None)
     save_checkpoint(tmp_path / "ckpt", "last", model, {"config": tiny_config})
     stats = infer(shared_dir / "data" / "vtest.avi", tmp_path / "ckpt", out_dir=tmp_path / "out",

@@ -114,7 +114,7 @@ def test_stream_clips_causal_yields_each_frame_when_read():
 def causal_checkpoint(tiny_config, tmp_path):
     """A random tiny checkpoint trained (here: saved) with data.window = causal."""
     from glsmamba.engine.builder import build_model
-    from glsmamba.engine.checkpoint import save_checkpoint
+    from glsmamba.checkpoint import save_checkpoint
     config = copy.deepcopy(tiny_config)
     config["data"]["window"] = "causal"
     model = stir(build_model(config, log=lambda *_: None))

@@ -97,7 +97,7 @@ def test_hub_repo_resolves_offline_from_the_cache_and_loads(tmp_path, monkeypatc
 
 
 def tiny_config(**model) -> dict:
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     config = copy.deepcopy(DEFAULTS)
     config["model"].update(name="glsmamba-tiny", overrides={"input_size": [48, 64], "dim": 16,
                            "d_state": 1, "gsm_depth": 1, "lrm_depth": 1, "mlp_ratio": 1.0},

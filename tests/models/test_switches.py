@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glsmamba.engine.builder import build_model
-from glsmamba.engine.config import DEFAULTS
+from glsmamba.config import DEFAULTS
 from glsmamba.errors import ConfigError
 from glsmamba.models import create_model
 from glsmamba.models.gsm import STMM, GSMBlock

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from glsmamba.cli import main
-from glsmamba.engine.config import load_config
+from glsmamba.config import load_config
 from glsmamba.recipes import demo
 
 
@@ -171,7 +171,7 @@ def test_full_recipe_reads_quarter_resolution_features(tmp_path):
 
 def test_a_failing_second_process_reports_its_exit_code(tmp_path):
     from glsmamba.recipes import demo
-    from glsmamba.engine.config import DEFAULTS
+    from glsmamba.config import DEFAULTS
     import copy
     config = copy.deepcopy(DEFAULTS)
     config["data"]["root"] = str(tmp_path / "missing")

@@ -85,7 +85,7 @@ def test_mat_layout_is_a_config_choice(tmp_path):
     import copy
 
     from glsmamba.engine.builder import parse_split, resolve_protocol
-    from glsmamba.engine.config import DEFAULTS, validate_config
+    from glsmamba.config import DEFAULTS, validate_config
     _write_jhmdb(tmp_path)
     config = copy.deepcopy(DEFAULTS)
     config["data"].update(type="jhmdb_mat", root=str(tmp_path), split=1, delta=1)

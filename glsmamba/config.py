@@ -19,7 +19,7 @@ from typing import Any
 from glsmamba.data.windows import WINDOWS
 from glsmamba.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {

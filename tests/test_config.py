@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from glsmamba.engine import config as cfg
+from glsmamba import config as cfg
 from glsmamba.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ def test_dump_round_trip(tmp_path):
 def test_section_reads_keys_as_attributes_with_defaults():
     import copy as _copy
 
-    from glsmamba.engine.config import DEFAULTS, section
+    from glsmamba.config import DEFAULTS, section
     config = _copy.deepcopy(DEFAULTS)
     config["data"]["delta"] = 3
     del config["data"]["sigma"]                   # a config written before the key existed
@@ -99,7 +99,7 @@ def test_section_reads_keys_as_attributes_with_defaults():
 
 def test_choices_come_from_the_registries(tmp_path):
     from glsmamba.data.datasets import list_datasets
-    from glsmamba.engine.config import choices_for
+    from glsmamba.config import choices_for
     assert choices_for("data", "type") == set(list_datasets())
     assert "jhmdb_mat" in choices_for("data", "type")          # registered, so selectable
     assert "glsmamba-tiny" in choices_for("model", "name")
