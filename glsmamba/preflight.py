@@ -235,12 +235,32 @@ def check_frames(parsed: dict, report: Report, full: bool, fast: bool, show_prog
             read_image(path)
         except GlsmambaError as err:
             bad.append(str(err))
+    if not full:
+        bad += structural_problems([p for p in present if p not in set(chosen)], show_progress)
     if bad:
-        report.add("fatal", "frames", f"{len(bad)} of {len(chosen):,} decoded frames are broken: "
+        report.add("fatal", "frames", f"{len(bad)} of {len(present):,} frames are broken: "
                    + "; ".join(bad[:3]))
     elif not missing:
-        scope = "all" if full else f"a sample of {len(chosen)} (--full: all)"
-        report.add("ok", "frames", f"{len(paths):,} frames exist; {scope} decode")
+        scope = "all decode" if full else (f"a sample of {len(chosen)} decodes, the others end "
+                                           "as whole JPEG / PNG files (--full: decode all)")
+        report.add("ok", "frames", f"{len(paths):,} frames exist; {scope}")
+
+
+def structural_problems(paths: list, show_progress: bool) -> list[str]:
+    """Files among ``paths`` that are not whole JPEG / PNG files (cut short, empty, another
+    format), read from their ends only: cheap enough for every frame of a split."""
+    from glsmamba.data.transforms import image_file_problem
+    from glsmamba.progress import progress
+    bad = []
+    for path in progress(paths, total=len(paths), desc="checking frame files", unit="frame",
+                         enabled=show_progress and len(paths) > 500):
+        try:
+            problem = image_file_problem(path)
+        except OSError as err:
+            problem = f"cannot be read ({err.strerror})"
+        if problem:
+            bad.append(f"{path}: {problem}")
+    return bad
 
 
 # ------------------------------------------------------------------------ detections

@@ -141,9 +141,9 @@ def test_train_stops_before_training_on_a_fatal_finding(pt18, weights, tmp_path,
     assert not (work_dir / "log.jsonl").exists() and not (work_dir / "config.toml").exists()
 
 
-def test_corrupt_jpeg_deep_in_the_list_is_found_with_full(tmp_path, capsys):
+def test_corrupt_jpeg_deep_in_the_list_is_found_without_and_with_full(tmp_path, capsys):
     """Synthetic data with more frames than the default decode sample: one truncated JPEG
-    outside the sample passes the default check and is named by --full."""
+    outside the sample is named by the default check (its end is read) and by --full."""
     from glsmamba.config import load_config
     from glsmamba.preflight import (DECODE_SAMPLE, Report, check_annotations, decode_sample,
                                     needed_frames)
@@ -159,11 +159,33 @@ def test_corrupt_jpeg_deep_in_the_list_is_found_with_full(tmp_path, capsys):
     victim = Path(unsampled[len(unsampled) // 2])
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])   # cut short
     rc, out = run(capsys, ["check-data", *args])
-    assert rc == 0, out
+    assert rc == 2 and str(victim) in out and "truncated JPEG" in out, out
     rc, out = run(capsys, ["check-data", *args, "--full"])
     assert rc == 2
     assert str(victim) in out and "truncated JPEG" in out
     assert "projected training peak at batch 16" in out          # --full measures a step
+
+
+def test_image_file_problem_reads_the_ends_and_falls_back_to_the_whole_file(tmp_path):
+    import cv2
+    import numpy as np
+    from glsmamba.data.transforms import image_file_problem
+    ok, jpeg = cv2.imencode(".jpg", np.full((64, 48, 3), 128, np.uint8))
+    whole = tmp_path / "a.jpg"
+    whole.write_bytes(jpeg.tobytes())
+    assert image_file_problem(whole) is None
+    trailing = tmp_path / "b.jpg"                 # bytes after the end marker are fine
+    trailing.write_bytes(jpeg.tobytes() + b"\0" * 10_000)
+    assert image_file_problem(trailing) is None
+    cut = tmp_path / "c.jpg"
+    cut.write_bytes(jpeg.tobytes()[:-40])
+    assert "truncated JPEG" in image_file_problem(cut)
+    empty = tmp_path / "d.jpg"
+    empty.write_bytes(b"")
+    assert image_file_problem(empty) == "empty file"
+    text = tmp_path / "e.jpg"
+    text.write_text("not an image")
+    assert "not a JPEG" in image_file_problem(text)
 
 
 def test_missing_synthetic_root_says_how_to_make_it(tmp_path, capsys):

@@ -235,6 +235,25 @@ def image_problem(data: bytes, name: str = "") -> str | None:
     return None
 
 
+def image_file_problem(path: str | os.PathLike, tail: int = 4096) -> str | None:
+    """:func:`image_problem` of a file without reading all of it when it is sound: the
+    start and the last ``tail`` bytes answer for a whole JPEG / PNG; only a file whose tail
+    lacks the end marker is read whole (so bytes after the marker still pass)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return "empty file"
+        handle.seek(max(0, size - tail))
+        end = handle.read()
+    if head.startswith(JPEG_SOI) and b"\xff\xd9" in end:
+        return None
+    if head.startswith(PNG_SIGNATURE) and b"IEND" in end:
+        return None
+    with open(path, "rb") as handle:
+        return image_problem(handle.read(), str(path))
+
+
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000       # 100 megapixels: 4x an 8K frame
 
 
