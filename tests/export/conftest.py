@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
+
+from ..inference.conftest import make_frames
 
 pytest.importorskip("onnxruntime")
 
@@ -56,13 +57,4 @@ def tiny_checkpoint(tmp_path):
 
 def walking_frames(count: int = 6, size=(128, 96)):
     """RGB frames of a textured rectangle walking right, and its boxes (xywh)."""
-    rng = np.random.default_rng(0)
-    frames, boxes = [], []
-    for t in range(count):
-        frame = np.full((size[1], size[0], 3), 90, np.uint8)
-        x = 10 + 6 * t
-        frame[20:80, x:x + 20] = rng.integers(150, 255, (60, 20, 3), dtype=np.uint8)
-        frame[20:30, x:x + 20, 0] = 255
-        frames.append(frame)
-        boxes.append([float(x), 20.0, 20.0, 60.0])
-    return frames, boxes
+    return make_frames(count, size)
